@@ -1,0 +1,3 @@
+from umadrive.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,36 @@
+"""The ``umadrive`` command line: ``umadrive serve | demo | bench | lammps | info``.
+
+Each sub-command lives in its own module, which provides
+``configure(parser: argparse.ArgumentParser) -> None`` (adds its options; imports
+nothing heavy) and ``run(args: argparse.Namespace) -> int`` (the exit status).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# sub-command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("umadrive.info", "print versions, devices and where models are looked for"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="umadrive",
+        description="A long-running i-PI-protocol force server for UMA-family potentials.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.configure(command_parser)
+        command_parser.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    return int(args._module.run(args))

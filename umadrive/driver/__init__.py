@@ -1,0 +1,1 @@
+"""The long-running process: connections, batching, lifecycle, LAMMPS bridge."""

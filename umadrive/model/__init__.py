@@ -1,0 +1,2 @@
+"""The potential: UMA architecture, checkpoints, inference settings, predictor and
+ASE calculator. Knows nothing about sockets."""
