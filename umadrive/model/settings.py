@@ -1,0 +1,104 @@
+"""Inference settings: the seed's ``InferenceSettings`` with its two presets.
+
+Semantics (see the UMA spec, "Inference settings"):
+
+* ``tf32``: TF32 matmuls inside each forward on CUDA, restored afterwards; inactive on CPU.
+* ``activation_checkpointing``: edge chunks recomputed in the backward pass (less memory).
+* ``merge_mole``: merge the mixture-of-linear-experts weights for the composition,
+  charge, spin and task of the first call; re-merge when these change.
+* ``compile``: ``torch.compile(dynamic=True)`` of the model; graph generation stays outside.
+* ``wigner_cuda``: CUDA graphs for the per-edge Wigner matrices; inactive on CPU.
+* ``external_graph_gen``: the caller supplies edge index and cell offsets.
+* ``internal_graph_gen_version``: 1 (all pairs over images) or 2 (binned, default).
+* ``base_precision_dtype``: float32 or float64 for the network (energies are
+  always accumulated and returned in float64).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+
+PresetName = Literal["default", "turbo"]
+
+_GRAPH_GEN_VERSIONS = (1, 2)
+_BASE_DTYPES = (torch.float32, torch.float64)
+
+
+class InferenceSettingsError(ValueError):
+    """An invalid combination of inference settings."""
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    tf32: bool = False
+    activation_checkpointing: bool = True
+    merge_mole: bool = False
+    compile: bool = False
+    wigner_cuda: bool = False
+    external_graph_gen: bool = False
+    internal_graph_gen_version: int = 2
+    base_precision_dtype: torch.dtype = field(default=torch.float32)
+
+    def __post_init__(self) -> None:
+        for name in ("tf32", "activation_checkpointing", "merge_mole", "compile",
+                     "wigner_cuda", "external_graph_gen"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise InferenceSettingsError(
+                    f"InferenceSettings.{name} must be True or False, got {value!r}"
+                )
+        if self.internal_graph_gen_version not in _GRAPH_GEN_VERSIONS:
+            raise InferenceSettingsError(
+                f"InferenceSettings.internal_graph_gen_version={self.internal_graph_gen_version!r} "
+                f"is not supported; use one of {_GRAPH_GEN_VERSIONS}"
+            )
+        if self.base_precision_dtype not in _BASE_DTYPES:
+            raise InferenceSettingsError(
+                f"InferenceSettings.base_precision_dtype={self.base_precision_dtype!r} is not "
+                f"supported; use torch.float32 or torch.float64"
+            )
+        if self.tf32 and self.base_precision_dtype == torch.float64:
+            raise InferenceSettingsError(
+                "InferenceSettings.tf32=True has no effect with base_precision_dtype=torch.float64 "
+                "(TF32 only changes float32 matmuls); set tf32=False or use torch.float32"
+            )
+
+    @classmethod
+    def preset(cls, name: str) -> "InferenceSettings":
+        """The named preset: ``"default"`` or ``"turbo"`` (the spec's table)."""
+        try:
+            return cls(**PRESETS[name])
+        except KeyError:
+            raise InferenceSettingsError(
+                f"unknown inference settings preset {name!r}; known: {sorted(PRESETS)}"
+            ) from None
+
+    def as_dict(self) -> dict:
+        """Plain values (dtype as its name), e.g. for logs and JSON."""
+        values = asdict(self)
+        values["base_precision_dtype"] = str(self.base_precision_dtype).removeprefix("torch.")
+        return values
+
+
+# The one table of presets (seed document / UMA spec).
+PRESETS: dict[str, dict] = {
+    "default": dict(tf32=False, activation_checkpointing=True, merge_mole=False, compile=False,
+                    wigner_cuda=False, external_graph_gen=False, internal_graph_gen_version=2),
+    "turbo": dict(tf32=True, activation_checkpointing=False, merge_mole=True, compile=True,
+                  wigner_cuda=True, external_graph_gen=False, internal_graph_gen_version=2),
+}
+
+
+def resolve_settings(settings: "str | InferenceSettings") -> InferenceSettings:
+    """A preset name or an ``InferenceSettings`` instance, as an instance."""
+    if isinstance(settings, InferenceSettings):
+        return settings
+    if isinstance(settings, str):
+        return InferenceSettings.preset(settings)
+    raise InferenceSettingsError(
+        f"inference_settings must be a preset name {sorted(PRESETS)} or an InferenceSettings, "
+        f"got {type(settings).__name__}"
+    )
