@@ -4,6 +4,8 @@ cell i-PI printed."""
 
 from __future__ import annotations
 
+import sys
+
 import ase.io
 import numpy as np
 import pytest
@@ -96,3 +98,23 @@ def test_npt_virial_is_minus_stress_times_volume(processes, tmp_path, socket_nam
         expected = expected[[0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2]]
         np.testing.assert_allclose(sent, expected, rtol=0,
                                    atol=TOL.stress * atoms.get_volume())
+
+
+@pytest.mark.timeout(180)
+def test_refusing_driver_leaves_ipi_able_to_continue(processes, tmp_path, socket_name, test_env):
+    """A driver that refuses a request (here: NaN forces) closes with a clean end
+    of stream, so i-PI 3.3 drops it and requeues the request instead of hanging;
+    a second driver finishes the run."""
+    structure = tmp_path / "start.extxyz"
+    ase.io.write(structure, sheared_copper())
+    ipi = processes.ipi(ipi_input_xml(IpiRun(structure=structure.name, unix=socket_name,
+                                             ensemble="nve", steps=3)))
+    common = ["--structure", str(structure), "--unix", socket_name]
+    refusing = processes.serve("--model", "ase:tests.driver.nan_calculator:NaNCalculator",
+                               *common, env=test_env)
+    assert processes.wait(refusing) == 1, processes.logs()
+    finishing = processes.start("serve2", [sys.executable, "-m", "umadrive", "serve",
+                                           "--model", "ase:emt", *common])
+    assert processes.wait(finishing) == 0, processes.logs()
+    assert processes.wait(ipi) == 0, processes.logs()
+    assert len(np.loadtxt(tmp_path / "sim.out", ndmin=2)) == 4
