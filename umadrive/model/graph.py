@@ -49,8 +49,9 @@ class GraphInputError(ValueError):
 class RadiusGraph:
     """Edges of a batch of systems.
 
-    edge_index: (2, E) long; [0] neighbour j, [1] centre i; grouped by system
-        in batch order and sorted by centre.
+    edge_index: (2, E) long; [0] neighbour j, [1] centre i; sorted by centre
+        (so grouped by system in batch order); by distance within a centre when
+        max_neighbors thinned the list.
     cell_offsets: (E, 3) float (the cell's dtype), integer-valued, in units of
         cell rows: ``v_ij = pos[j] + cell_offsets @ cell[batch[j]] - pos[i]``.
     neighbors: (B,) long, edges per system.
@@ -336,6 +337,7 @@ def _pairs_within(
 
     source_bins = bin_id(bin_coordinates(source_points, source_system), source_system)
     order = torch.argsort(source_bins)
+    sorted_points = source_points[order]
     bin_count = torch.bincount(source_bins, minlength=int(bins_per_system.sum()))
     bin_first = torch.cumsum(bin_count, 0) - bin_count
 
@@ -365,15 +367,16 @@ def _pairs_within(
         if hi <= lo:
             continue
         counts = pair_count[lo:hi]
-        group = torch.repeat_interleave(torch.arange(hi - lo, device=device), counts)
-        within = torch.arange(len(group), device=device) - (torch.cumsum(counts, 0) - counts)[group]
-        source = order[pair_first[lo:hi][group] + within]
-        centre = pair_centre[lo:hi][group]
+        # Index of each candidate among the bin-sorted sources, and its centre.
+        sorted_index = torch.repeat_interleave(
+            pair_first[lo:hi] - (torch.cumsum(counts, 0) - counts), counts
+        ) + torch.arange(int(counts.sum()), device=device)
+        centre = torch.repeat_interleave(pair_centre[lo:hi], counts)
         # Cheap test in the wrapped frame first; the exact one below uses the
         # model's formula on the few that pass.
-        difference = source_points[source] - wrapped[centre]
+        difference = sorted_points[sorted_index] - wrapped[centre]
         near = (difference * difference).sum(dim=1) <= prefilter
-        source, centre = source[near], centre[near]
+        source, centre = order[sorted_index[near]], centre[near]
         neighbour = source_atom[source]
         offsets = image_offset[source] - shift[neighbour] + shift[centre]
         distance_sq = _distance_sq(positions, cell, batch, centre, neighbour, offsets)
@@ -408,12 +411,15 @@ def _finish(
     max_neighbors: int,
     strict: bool,
 ) -> RadiusGraph:
-    """Sort by centre then distance, apply the max_neighbors rule, package."""
-    by_distance = torch.argsort(distance_sq, stable=True)
-    order = by_distance[torch.argsort(centre[by_distance], stable=True)]
-    centre, neighbour, offsets, distance_sq = centre[order], neighbour[order], offsets[order], distance_sq[order]
-    if max_neighbors > 0 and len(centre):
-        count = torch.bincount(centre, minlength=len(batch))
+    """Group edges by centre, apply the max_neighbors rule, package."""
+    if len(centre) > 1 and bool((centre[1:] < centre[:-1]).any()):
+        order = torch.argsort(centre, stable=True)
+        centre, neighbour, offsets, distance_sq = centre[order], neighbour[order], offsets[order], distance_sq[order]
+    count = torch.bincount(centre, minlength=len(batch))
+    if max_neighbors > 0 and len(centre) and int(count.max()) > max_neighbors:
+        by_distance = torch.argsort(distance_sq, stable=True)
+        order = by_distance[torch.argsort(centre[by_distance], stable=True)]
+        centre, neighbour, offsets, distance_sq = centre[order], neighbour[order], offsets[order], distance_sq[order]
         first = torch.cumsum(count, 0) - count
         if strict:
             rank = torch.arange(len(centre), device=centre.device) - first[centre]
