@@ -63,14 +63,18 @@ def fairchem_generator() -> Callable | None:
     return run
 
 
-def median_seconds(function: Callable, arguments: tuple, repeats: int) -> float:
-    function(*arguments, cutoff=CUTOFF, max_neighbors=MAX_NEIGHBORS)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def median_seconds(generators: dict[str, Callable], arguments: tuple, repeats: int) -> dict[str, float]:
+    """Median time of each generator; the generators take turns within each
+    repeat so that load from other processes hits them alike."""
+    times: dict[str, list[float]] = {name: [] for name in generators}
+    for function in generators.values():  # warm-up
         function(*arguments, cutoff=CUTOFF, max_neighbors=MAX_NEIGHBORS)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    for _ in range(repeats):
+        for name, function in generators.items():
+            start = time.perf_counter()
+            function(*arguments, cutoff=CUTOFF, max_neighbors=MAX_NEIGHBORS)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
@@ -93,15 +97,15 @@ def main() -> None:
 
     results = []
     for n_atoms, repeat in SIZES.items():
-        arguments = fcc_copper(repeat)
-        baseline = None
-        for name, function in generators.items():
-            if name == "umadrive v1" and n_atoms > V1_LIMIT:
-                continue
-            seconds = median_seconds(function, arguments, args.repeats)
-            baseline = baseline or seconds
-            results.append({"name": f"graph {name}", "atoms": n_atoms, "median_s": seconds,
-                            "ratio": seconds / baseline, "threads": args.threads})
+        selected = {name: function for name, function in generators.items()
+                    if not (name == "umadrive v1" and n_atoms > V1_LIMIT)}
+        medians = median_seconds(selected, fcc_copper(repeat), args.repeats)
+        baseline = medians["umadrive v2"]
+        results.extend(
+            {"name": f"graph {name}", "atoms": n_atoms, "median_s": seconds,
+             "ratio": seconds / baseline, "threads": args.threads}
+            for name, seconds in medians.items()
+        )
 
     print(f"| atoms | generator | median (ms) | time / umadrive v2 |\n|---|---|---|---|")
     for row in results:
