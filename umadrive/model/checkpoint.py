@@ -13,9 +13,9 @@ Two formats are read, both torch zip files, both without running code from the f
 ``Checkpoint.tasks_config`` entries are plain dicts with the keys ``name``,
 ``level``, ``property``, ``datasets``, ``normalizer`` (``{"mean", "rmsd"}``,
 floats) and ``element_references`` (float64 tensor indexed by atomic number, or
-None). The normalizer values are the ones fairchem computes with: its
-``Normalizer`` turns a config float into a float32 tensor, so ``rmsd: 1.423``
-in a fairchem config is 1.4229999780654907 here.
+None). The normalizer values are the config's floats as written (``rmsd: 1.423``
+is 1.423): fairchem builds its ``Normalizer`` tensors in the inference precision,
+so a float64 prediction uses them unrounded.
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def _task(config: Any, path: str) -> dict:
     normalizer = config.get("normalizer") or {}
     task = {key: config[key] for key in _TASK_KEYS}
     try:
-        # fairchem's Normalizer: defaults mean 0, rmsd 1; floats become float32 tensors.
+        # fairchem's Normalizer: defaults mean 0, rmsd 1.
         task["normalizer"] = {
             "mean": _as_fairchem_buffer(normalizer.get("mean", 0.0)),
             "rmsd": _as_fairchem_buffer(normalizer.get("rmsd", 1.0)),
@@ -210,10 +210,8 @@ def _task(config: Any, path: str) -> dict:
 
 
 def _as_fairchem_buffer(value: Any) -> float:
-    """The value a fairchem ``Normalizer`` buffer holds for a config entry."""
-    if isinstance(value, torch.Tensor):
-        return float(value)
-    return float(torch.tensor(float(value), dtype=torch.float32))
+    """A config entry of a fairchem ``Normalizer`` (a float or a tensor) as a float."""
+    return float(value)
 
 
 def _element_references(value: Any, task_name: str, path: str) -> torch.Tensor | None:
