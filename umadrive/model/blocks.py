@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from umadrive.model.mole import ExpertRouting, MixtureOfLinearExperts
 from umadrive.model.so3 import CoefficientLayout
@@ -101,7 +102,7 @@ class SO2mConv(nn.Module):
         self.fc = MixtureOfLinearExperts(num_experts, degrees * in_channels,
                                          2 * degrees * out_channels, bias=False)
 
-    def forward(self, x: torch.Tensor, routing: ExpertRouting) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, routing: ExpertRouting | None) -> torch.Tensor:
         width = self.degrees * self.out_channels
         y = self.fc(x, routing).view(x.shape[0], 2, 2, width)  # (E, +-m in, W1/W2, k*C_out)
         plus = y[:, 0, 0] - y[:, 1, 1]
@@ -139,7 +140,7 @@ class SO2Convolution(nn.Module):
         else:
             self.rad_func = None
 
-    def forward(self, x: torch.Tensor, routing: ExpertRouting,
+    def forward(self, x: torch.Tensor, routing: ExpertRouting | None,
                 edge_scalars: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: (E, n_edge, C_in) -> ((E, n_edge, C_out), gates (E, gate_channels) or None)."""
@@ -171,7 +172,14 @@ class Edgewise(nn.Module):
     ``x_j || x_i`` (source first) in the edge frame -> SO2Conv1 (radial-weighted,
     2C -> H, plus lmax*H gates) -> gate -> SO2Conv2 (H -> C) -> inverse rotation
     times the envelope -> sum over the edges of each centre (no normalisation).
+
+    With ``checkpoint_chunk`` set (an edge count) and autograd recording, the
+    edges are processed in chunks whose intermediate tensors are not kept but
+    recomputed in the backward pass: the memory of the edge activations is then
+    that of one chunk, for about one more forward pass of the edge work.
     """
+
+    checkpoint_chunk: int | None = None
 
     def __init__(self, layout: CoefficientLayout, sphere_channels: int, hidden_channels: int,
                  num_experts: int, radial_widths: list[int]) -> None:
@@ -189,7 +197,26 @@ class Edgewise(nn.Module):
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_scalars: torch.Tensor,
                 wigner: torch.Tensor, wigner_inv_envelope: torch.Tensor,
-                routing: ExpertRouting) -> torch.Tensor:
+                routing: ExpertRouting | None) -> torch.Tensor:
+        chunk = self.checkpoint_chunk
+        if chunk is None or not torch.is_grad_enabled():
+            messages = self.messages(x, edge_index, edge_scalars, wigner, wigner_inv_envelope,
+                                     routing)
+            return torch.zeros_like(x).index_add(0, edge_index[1], messages)
+        out = torch.zeros_like(x)
+        for start in range(0, edge_index.shape[1], chunk):
+            stop = min(start + chunk, edge_index.shape[1])
+            messages = checkpoint(
+                self.messages, x, edge_index[:, start:stop], edge_scalars[start:stop],
+                wigner[start:stop], wigner_inv_envelope[start:stop],
+                None if routing is None else routing.rows(start, stop), use_reentrant=False)
+            out = out.index_add(0, edge_index[1, start:stop], messages)
+        return out
+
+    def messages(self, x: torch.Tensor, edge_index: torch.Tensor, edge_scalars: torch.Tensor,
+                 wigner: torch.Tensor, wigner_inv_envelope: torch.Tensor,
+                 routing: ExpertRouting | None) -> torch.Tensor:
+        """(E, (lmax+1)**2, C): each edge's message in the centre's frame, not yet summed."""
         source, centre = edge_index
         message = torch.bmm(wigner, torch.cat((x[source], x[centre]), dim=2))
         message, gates = self.so2_conv_1(message, routing, edge_scalars)
@@ -197,8 +224,7 @@ class Edgewise(nn.Module):
         message = torch.cat((F.silu(message[:, :1]), message[:, 1:] * gates[:, self.gate_index]),
                             dim=1)
         message, _ = self.so2_conv_2(message, routing)
-        message = torch.bmm(wigner_inv_envelope, message)
-        return torch.zeros_like(x).index_add(0, centre, message)
+        return torch.bmm(wigner_inv_envelope, message)
 
 
 class SpectralFeedForward(nn.Module):
@@ -234,7 +260,7 @@ class ESCNBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, system_embedding: torch.Tensor, edge_index: torch.Tensor,
                 edge_scalars: torch.Tensor, wigner: torch.Tensor,
-                wigner_inv_envelope: torch.Tensor, routing: ExpertRouting) -> torch.Tensor:
+                wigner_inv_envelope: torch.Tensor, routing: ExpertRouting | None) -> torch.Tensor:
         """system_embedding: (N, C), the system's charge/spin/task embedding per atom."""
         y = self.norm_1(x)
         y = torch.cat((y[:, :1] + system_embedding[:, None], y[:, 1:]), dim=1)

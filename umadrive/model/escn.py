@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -181,20 +182,50 @@ class ESCNMDBackbone(nn.Module):
         logits = self.routing_mlp(torch.cat(features, dim=1))
         return torch.softmax(logits, dim=1) + 0.005
 
-    def forward(self, inputs: GraphInputs) -> torch.Tensor:
-        """Node features (N, (lmax+1)**2, C) after the final norm."""
-        numbers, batch = inputs.numbers, inputs.batch
-        source, centre = inputs.edge_index
-        dtype = inputs.edge_vectors.dtype
-        num_systems = inputs.charge.shape[0]
+    def set_checkpoint_chunk(self, edges: int | None) -> None:
+        """Recompute the edge-wise work in chunks of ``edges`` edges in the backward
+        pass (activation checkpointing); ``None`` keeps every activation."""
+        if edges is not None and edges < 1:
+            raise ValueError(f"checkpoint chunk must be at least 1 edge, got {edges}")
+        for block in self.blocks:
+            block.edge_wise.checkpoint_chunk = edges
 
+    def forward(self, inputs: GraphInputs, *, merged: bool = False,
+                wigner: torch.Tensor | None = None,
+                message_passing: "MessagePassing | None" = None) -> torch.Tensor:
+        """Node features (N, (lmax+1)**2, C) after the final norm.
+
+        merged: use the experts' merged weights (``MixtureOfLinearExperts.merge``,
+            made for this batch's composition, charge, spin and task) instead of routing.
+        wigner: (E, n_edge, (lmax+1)**2) per-edge rotations if computed elsewhere.
+        message_passing: a stand-in for :meth:`message_passing` (e.g. its compiled form).
+        """
         system = self.system_embedding(inputs.charge, inputs.spin, inputs.datasets)
-        edge_counts = torch.bincount(batch[centre], minlength=num_systems)
-        routing = ExpertRouting(self.expert_coefficients(numbers, batch, system),
-                                tuple(edge_counts.tolist()))
+        routing = None
+        if not merged:
+            centre = inputs.edge_index[1]
+            edge_counts = torch.bincount(inputs.batch[centre], minlength=system.shape[0])
+            routing = ExpertRouting(self.expert_coefficients(inputs.numbers, inputs.batch, system),
+                                    tuple(edge_counts.tolist()))
+        run = message_passing or self.message_passing
+        return run(inputs.numbers, inputs.batch, inputs.edge_index, inputs.edge_vectors,
+                   system, routing, wigner)
 
-        wigner = self.rotation(inputs.edge_vectors).to(dtype)
-        distance = torch.linalg.vector_norm(inputs.edge_vectors, dim=1)
+    def message_passing(self, numbers: torch.Tensor, batch: torch.Tensor,
+                        edge_index: torch.Tensor, edge_vectors: torch.Tensor,
+                        system: torch.Tensor, routing: ExpertRouting | None,
+                        wigner: torch.Tensor | None) -> torch.Tensor:
+        """The tensor-only part of :meth:`forward` (what ``compile`` compiles).
+
+        system: (B, C) system embeddings. routing: expert mixtures, or None for the
+        merged weights. wigner: per-edge rotations, or None to compute them here.
+        """
+        source, centre = edge_index
+        dtype = edge_vectors.dtype
+        if wigner is None:
+            wigner = self.rotation(edge_vectors)
+        wigner = wigner.to(dtype)
+        distance = torch.linalg.vector_norm(edge_vectors, dim=1)
         envelope = polynomial_envelope(distance / self.config.cutoff)
         wigner_inv_envelope = wigner.transpose(1, 2) * envelope[:, None, None]
         edge_scalars = torch.cat((self.distance_expansion(distance).to(dtype),
@@ -207,6 +238,10 @@ class ESCNMDBackbone(nn.Module):
         x[:, 0] = self.sphere_embedding(numbers) + system_per_atom
         x = self.edge_degree_embedding(x, edge_scalars, centre, wigner_inv_envelope)
         for block in self.blocks:
-            x = block(x, system_per_atom, inputs.edge_index, edge_scalars, wigner,
+            x = block(x, system_per_atom, edge_index, edge_scalars, wigner,
                       wigner_inv_envelope, routing)
         return self.norm(x)
+
+
+MessagePassing = Callable[..., torch.Tensor]
+"""The signature of :meth:`ESCNMDBackbone.message_passing`."""

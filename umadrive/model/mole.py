@@ -4,6 +4,10 @@ mixture of expert weights, ``W = sum_e alpha_e W_e`` (the bias is shared).
 UMA routes each system of a batch to its own mixture (coefficients from the
 system's composition, charge, spin and task); the rows of the input belong to
 the systems in order, ``routing.counts[b]`` rows for system ``b``.
+
+A layer can also hold one *merged* weight (``merge``), for a fixed mixture:
+``forward(x, None)`` then is a plain linear layer. The expert weights stay, so
+merging again for another mixture costs one weighted sum.
 """
 
 from __future__ import annotations
@@ -27,12 +31,24 @@ class ExpertRouting:
     coefficients: torch.Tensor
     counts: tuple[int, ...]
 
+    def rows(self, start: int, stop: int) -> "ExpertRouting":
+        """The routing of rows ``start:stop`` (a chunk of the edges)."""
+        coefficients, counts, first = [], [], 0
+        for system, count in enumerate(self.counts):
+            low, high = max(start, first), min(stop, first + count)
+            if high > low:
+                coefficients.append(system)
+                counts.append(high - low)
+            first += count
+        return ExpertRouting(self.coefficients[coefficients], tuple(counts))
+
 
 class MixtureOfLinearExperts(nn.Module):
     """``y = x (sum_e alpha_e W_e)^T + b`` with ``weights`` (n_experts, out, in).
 
-    ``merged_weight(alpha)`` gives the plain (out, in) weight for one mixture, so a
-    caller can replace the mixture by an ordinary linear layer for a fixed system.
+    ``merged_weight(alpha)`` gives the plain (out, in) weight for one mixture;
+    ``merge(alpha)`` keeps it in the layer (``merged``), and ``forward(x, None)``
+    then uses it instead of mixing the experts.
     """
 
     def __init__(self, num_experts: int, in_features: int, out_features: int, *,
@@ -47,13 +63,22 @@ class MixtureOfLinearExperts(nn.Module):
         self.weights = nn.Parameter(
             torch.empty(num_experts, out_features, in_features).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(out_features).uniform_(-bound, bound)) if bias else None
+        self.register_buffer("merged", None, persistent=False)
 
     def merged_weight(self, coefficients: torch.Tensor) -> torch.Tensor:
         """(out, in) weight of the mixture with ``coefficients`` (n_experts,)."""
         return torch.einsum("e,eoi->oi", coefficients.to(self.weights.dtype), self.weights)
 
-    def forward(self, x: torch.Tensor, routing: ExpertRouting) -> torch.Tensor:
-        """x: (rows, ..., in) -> (rows, ..., out)."""
+    def merge(self, coefficients: torch.Tensor) -> None:
+        """Keep the weight of the mixture ``coefficients`` (n_experts,) as ``merged``."""
+        self.merged = self.merged_weight(coefficients).detach()
+
+    def forward(self, x: torch.Tensor, routing: ExpertRouting | None) -> torch.Tensor:
+        """x: (rows, ..., in) -> (rows, ..., out); ``routing=None``: the merged weight."""
+        if routing is None:
+            if self.merged is None:
+                raise RuntimeError("MixtureOfLinearExperts called without routing before merge()")
+            return F.linear(x, self.merged, self.bias)
         weights = torch.einsum("be,eoi->boi", routing.coefficients.to(self.weights.dtype),
                                self.weights)
         if len(routing.counts) == 1:

@@ -16,13 +16,14 @@ works for any batch, periodic or not (a system with zero cell volume has no stre
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 
 from umadrive.model.checkpoint import Checkpoint, CheckpointError, check_state_dict_keys
 from umadrive.model.config import backbone_config, head_config
-from umadrive.model.escn import ESCNMDBackbone, GraphInputs
+from umadrive.model.escn import ESCNMDBackbone, GraphInputs, MessagePassing
 from umadrive.model.graph import RadiusGraph, edge_vectors
 from umadrive.model.heads import SharedHead, system_energy, task_outputs
 
@@ -49,6 +50,22 @@ class AtomsBatch:
     @property
     def num_systems(self) -> int:
         return int(self.cell.shape[0])
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How :meth:`UMA.forward` evaluates the network (the results agree to rounding).
+
+    merged: the experts' merged weights, made for this batch's one composition,
+        charge, spin and task (see :mod:`umadrive.model.merge`), instead of routing.
+    message_passing: a stand-in for ``backbone.message_passing`` (its compiled form).
+    rotation: edge vectors (E, 3) -> per-edge Wigner matrices, computed outside the
+        message passing (e.g. replayed from a CUDA graph); None computes them inside.
+    """
+
+    merged: bool = False
+    message_passing: MessagePassing | None = None
+    rotation: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -137,29 +154,33 @@ class UMA(nn.Module):
         return self._references, self._scales
 
     def network_energy(self, atoms: AtomsBatch, edge_index: torch.Tensor,
-                       edge_vectors: torch.Tensor) -> torch.Tensor:
+                       edge_vectors: torch.Tensor, run: RunOptions = RunOptions()) -> torch.Tensor:
         """(B,) float64: the normalised energy the network predicts (before scaling)."""
         inputs = GraphInputs(numbers=atoms.numbers, batch=atoms.batch, edge_index=edge_index,
                              edge_vectors=edge_vectors, charge=atoms.charge, spin=atoms.spin,
                              datasets=atoms.datasets)
-        node_features = self.backbone(inputs)
+        wigner = None if run.rotation is None else run.rotation(edge_vectors)
+        node_features = self.backbone(inputs, merged=run.merged, wigner=wigner,
+                                      message_passing=run.message_passing)
         atom_energies = self.output_heads[self.head_name](node_features)
         return system_energy(atom_energies, atoms.batch, atoms.num_systems)
 
     def forward(self, atoms: AtomsBatch, graph: RadiusGraph, *, forces: bool = True,
-                stress: bool = True, create_graph: bool = False) -> ModelOutputs:
+                stress: bool = True, create_graph: bool = False,
+                run: RunOptions = RunOptions()) -> ModelOutputs:
         """Energies, forces and stresses of a batch and its radius graph
         (``v = pos[j] + cell_offsets @ cell[batch[j]] - pos[i]``).
 
         ``create_graph=True`` keeps the graph of the derivatives (to train on forces
-        or stress); otherwise the outputs are detached.
+        or stress); otherwise the outputs are detached. ``run``: how to evaluate
+        (merged experts, compiled message passing, rotations computed elsewhere).
         """
         graph = _group_by_system(graph, atoms.batch)
         with torch.enable_grad():
             positions = atoms.positions.detach().requires_grad_(forces or stress)
             cell = atoms.cell.detach().to(positions.dtype).requires_grad_(stress)
             vectors = edge_vectors(positions, cell, atoms.batch, graph)
-            raw = self.network_energy(atoms, graph.edge_index, vectors)
+            raw = self.network_energy(atoms, graph.edge_index, vectors, run)
 
         references, scales = self._tables(raw.device)
         task = torch.tensor([self.datasets.index(name) for name in atoms.datasets],
