@@ -15,6 +15,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("umadrive.driver.serve", "answer an MD engine's force requests over the i-PI protocol"),
     "demo": ("umadrive.demo", "run a short i-PI (or ASE) simulation served by umadrive"),
+    "bench": ("umadrive.bench", "time the inference settings (default, turbo, each setting)"),
     "info": ("umadrive.info", "print versions, devices and where models are looked for"),
 }
 

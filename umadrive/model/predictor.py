@@ -2,26 +2,52 @@
 
 ``get_predict_unit(model, device, inference_settings)`` loads a checkpoint once;
 ``PredictUnit.predict(systems)`` returns one :class:`~umadrive.structure.Prediction`
-per :class:`System`. This is the plain (default-mode) path: the merged-experts,
-compile and activation-checkpointing modes of :class:`InferenceSettings` are
-accepted and currently run this same path.
+per :class:`System`. The unit applies every :class:`InferenceSettings` field:
+
+* ``merge_mole``: the experts are merged for the first batch's system (reduced
+  composition, charge, spin, task) and merged again, with one log line, when a
+  batch of another system arrives (``stats.merges`` counts the merges). A batch
+  that mixes systems is evaluated with routed experts for that call, correctly,
+  and leaves the merged weights as they are (``stats.routed_calls``).
+* ``compile``: ``torch.compile(dynamic=True)`` of the backbone's message passing;
+  graph generation, charge/spin/task embeddings and the expert routing stay
+  outside. The first call's time is reported as ``stats.warmup_s``.
+* ``activation_checkpointing``: edge chunks of :data:`CHECKPOINT_CHUNK_EDGES`
+  recomputed in the backward pass.
+* ``tf32``, ``wigner_cuda``: on CUDA only; elsewhere accepted and reported
+  inactive (``active_settings()``).
+* ``external_graph_gen``: ``predict(systems, graph=...)`` takes the caller's graph;
+  without one the unit calls its ``graph_generator`` (default: vesin).
+* ``internal_graph_gen_version``: the version of :func:`radius_graph` used.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from umadrive.model.checkpoint import load_checkpoint
-from umadrive.model.graph import radius_graph
-from umadrive.model.settings import InferenceSettings, resolve_settings
-from umadrive.model.uma import UMA, AtomsBatch
+from umadrive.model.cuda_modes import GraphedRotation, tf32_matmuls
+from umadrive.model.graph import RadiusGraph, radius_graph, vesin_graph
+from umadrive.model.merge import ExpertMerger, common_key
+from umadrive.model.names import resolve_model
+from umadrive.model.settings import InferenceSettings, InferenceSettingsError, resolve_settings
+from umadrive.model.uma import UMA, AtomsBatch, RunOptions
 from umadrive.structure import Prediction, Structure
+
+log = logging.getLogger(__name__)
+
+#: Edges per activation-checkpointing chunk (fairchem's value, 128 Ki edges).
+CHECKPOINT_CHUNK_EDGES = 128 * 1024
+
+GraphGenerator = Callable[..., RadiusGraph]
+"""A function with :func:`umadrive.model.graph.radius_graph`'s signature."""
 
 CHARGE_RANGE = (-100, 100)
 SPIN_RANGE = (0, 100)
@@ -77,14 +103,56 @@ def _check_system(index: int, system: System, unit: "PredictUnit") -> None:
         raise InvalidSystemError(f"{where}: positions and cell must be finite")
 
 
-class PredictUnit:
-    """A UMA model on one device with fixed inference settings."""
+@dataclass
+class PredictStats:
+    """What a predict unit has done.
 
-    def __init__(self, model: UMA, *, device: torch.device, settings: InferenceSettings) -> None:
+    calls: predict() calls. systems: systems evaluated. merges: expert merges
+    (merge_mole). routed_calls: calls evaluated with routed experts although
+    merge_mole is on (batches mixing systems). warmup_s: seconds of the first
+    call (with compile: the compile warm-up), None before it. wigner_captures:
+    CUDA-graph captures of the Wigner matrices (wigner_cuda on CUDA).
+    """
+
+    calls: int = 0
+    systems: int = 0
+    merges: int = 0
+    routed_calls: int = 0
+    warmup_s: float | None = None
+    wigner_captures: int = 0
+
+
+class PredictUnit:
+    """A UMA model on one device with fixed inference settings.
+
+    graph_generator: builds the graph when ``settings.external_graph_gen`` is on
+    and a call passes none (default :func:`~umadrive.model.graph.vesin_graph`).
+    """
+
+    def __init__(self, model: UMA, *, device: torch.device, settings: InferenceSettings,
+                 graph_generator: GraphGenerator | None = None) -> None:
+        if graph_generator is not None and not settings.external_graph_gen:
+            raise InferenceSettingsError(
+                "a graph_generator was given but InferenceSettings.external_graph_gen=False; "
+                "set external_graph_gen=True to use it")
         self.model = model
         self.device = device
         self.settings = settings
+        self.stats = PredictStats()
         self.model.requires_grad_(False)
+        self.model.backbone.set_checkpoint_chunk(
+            CHECKPOINT_CHUNK_EDGES if settings.activation_checkpointing else None)
+        if settings.external_graph_gen:
+            self.graph_generator = graph_generator or vesin_graph
+        else:
+            self.graph_generator = radius_graph
+        self._merger = ExpertMerger(model.backbone) if settings.merge_mole else None
+        self._message_passing = (torch.compile(model.backbone.message_passing, dynamic=True)
+                                 if settings.compile else None)
+        on_cuda = device.type == "cuda"
+        self._rotation = (GraphedRotation(model.backbone.rotation)
+                          if settings.wigner_cuda and on_cuda else None)
+        self._tf32 = settings.tf32 and on_cuda
 
     @property
     def datasets(self) -> tuple[str, ...]:
@@ -94,6 +162,15 @@ class PredictUnit:
     @property
     def dtype(self) -> torch.dtype:
         return self.settings.base_precision_dtype
+
+    def active_settings(self) -> dict[str, bool]:
+        """Each boolean setting and whether it takes effect on this device
+        (``tf32`` and ``wigner_cuda`` act on CUDA only)."""
+        active = {name: value for name, value in self.settings.as_dict().items()
+                  if isinstance(value, bool)}
+        active["tf32"] = self._tf32
+        active["wigner_cuda"] = self._rotation is not None
+        return active
 
     def batch(self, systems: Sequence[System]) -> AtomsBatch:
         """The systems as one batch of tensors on the model's device (validated)."""
@@ -117,17 +194,40 @@ class PredictUnit:
             datasets=tuple(system.task for system in systems),
         )
 
-    def predict(self, systems: Sequence[System]) -> list[Prediction]:
-        """Energy (eV), forces (eV/Å) and stress (eV/Å³, when the cell has a volume)
-        of each system, in order. Any mix of systems may share a batch."""
+    def graph(self, atoms: AtomsBatch) -> RadiusGraph:
+        """The radius graph of a batch, from this unit's generator and settings."""
+        return self.graph_generator(atoms.positions, atoms.cell, atoms.pbc, atoms.batch,
+                                    cutoff=self.model.cutoff,
+                                    max_neighbors=self.model.max_neighbors,
+                                    version=self.settings.internal_graph_gen_version)
+
+    def predict(self, systems: Sequence[System], *,
+                graph: RadiusGraph | None = None) -> list[Prediction]:
+        """Energy (eV, float64), forces (eV/Å) and stress (eV/Å³, when the cell has a
+        volume) of each system, in order.
+
+        Any mix of systems may share a batch; with ``merge_mole`` a batch of one
+        system (e.g. path-integral beads) runs on the merged experts. ``graph``:
+        the caller's graph of the whole batch (``external_graph_gen`` only).
+        """
+        started = time.perf_counter()
         atoms = self.batch(systems)
-        graph = radius_graph(atoms.positions, atoms.cell, atoms.pbc, atoms.batch,
-                             cutoff=self.model.cutoff, max_neighbors=self.model.max_neighbors,
-                             version=self.settings.internal_graph_gen_version)
-        outputs = self.model(atoms, graph)
+        if graph is None:
+            graph = self.graph(atoms)
+        elif not self.settings.external_graph_gen:
+            raise InferenceSettingsError(
+                "predict() got a graph but InferenceSettings.external_graph_gen=False; "
+                "set external_graph_gen=True to supply graphs")
+        else:
+            _check_graph(graph, atoms)
+        run = RunOptions(merged=self._merge_for(systems, atoms),
+                         message_passing=self._message_passing, rotation=self._rotation)
+        with tf32_matmuls(self._tf32):
+            outputs = self.model(atoms, graph, run=run)
         energy = outputs.energy.cpu().numpy()
         forces = outputs.forces.detach().cpu().double().numpy()
         stress = outputs.stress.detach().cpu().double().numpy()
+        self._count(len(systems), time.perf_counter() - started)
         starts = np.cumsum([0] + [len(system.numbers) for system in systems])
         predictions = []
         for index in range(len(systems)):
@@ -138,26 +238,72 @@ class PredictUnit:
                 stress=None if np.isnan(system_stress).all() else system_stress))
         return predictions
 
+    def _merge_for(self, systems: Sequence[System], atoms: AtomsBatch) -> bool:
+        """Whether this batch runs on merged experts (merging them for it if needed)."""
+        if self._merger is None:
+            return False
+        key = common_key([self._merger.key_of(system.numbers, system.charge, system.spin,
+                                              system.task) for system in systems])
+        if key is None:
+            if self.stats.routed_calls == 0:
+                log.info("a batch mixes systems of different composition, charge, spin or "
+                         "task: evaluated with routed experts (merged weights kept)")
+            self.stats.routed_calls += 1
+            return False
+        first = systems[0]
+        size = len(first.numbers)
+        self._merger.ensure(key, atoms.numbers[:size], int(first.charge), int(first.spin),
+                            first.task)
+        self.stats.merges = self._merger.merges
+        return True
 
-def _checkpoint_path(model: str | os.PathLike) -> Path:
-    """The checkpoint file for ``model`` (the one place where model names will resolve)."""
-    path = Path(model)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint file at {str(path)!r}; pass the path of a UMA "
-                                f"checkpoint such as uma-s-1p1.pt")
-    return path
+    def _count(self, systems: int, seconds: float) -> None:
+        stats = self.stats
+        if stats.warmup_s is None:
+            stats.warmup_s = seconds
+            if self._message_passing is not None:
+                log.info("first call with compile (the warm-up): %.1f s", seconds)
+        stats.calls += 1
+        stats.systems += systems
+        if self._rotation is not None:
+            stats.wigner_captures = self._rotation.captures
+
+
+def _check_graph(graph: RadiusGraph, atoms: AtomsBatch) -> None:
+    """Raise InvalidSystemError unless ``graph`` fits the batch ``atoms``."""
+    edge_index, offsets = graph.edge_index, graph.cell_offsets
+    atoms_count = atoms.numbers.shape[0]
+    if edge_index.ndim != 2 or edge_index.shape[0] != 2 or edge_index.dtype != torch.long:
+        raise InvalidSystemError(f"graph.edge_index must be a (2, E) long tensor, got "
+                                 f"{tuple(edge_index.shape)} {edge_index.dtype}")
+    edges = edge_index.shape[1]
+    if tuple(offsets.shape) != (edges, 3):
+        raise InvalidSystemError(f"graph.cell_offsets has shape {tuple(offsets.shape)}, "
+                                 f"expected ({edges}, 3) for {edges} edges")
+    if edges and (int(edge_index.min()) < 0 or int(edge_index.max()) >= atoms_count):
+        raise InvalidSystemError(f"graph.edge_index holds atom indices outside [0, "
+                                 f"{atoms_count - 1}] for a batch of {atoms_count} atoms")
+    if edges and bool((atoms.batch[edge_index[0]] != atoms.batch[edge_index[1]]).any()):
+        raise InvalidSystemError("graph.edge_index joins atoms of different systems")
+    if edge_index.device != atoms.numbers.device:
+        raise InvalidSystemError(f"the graph is on {edge_index.device}, the model on "
+                                 f"{atoms.numbers.device}; move it with .to()")
 
 
 def get_predict_unit(model: str | os.PathLike, device: str | torch.device = "cpu",
-                     inference_settings: str | InferenceSettings = "default") -> PredictUnit:
+                     inference_settings: str | InferenceSettings = "default", *,
+                     graph_generator: GraphGenerator | None = None) -> PredictUnit:
     """Load a UMA checkpoint once and return a :class:`PredictUnit` for it.
 
-    model: path of a UMA checkpoint (fairchem's ``.pt`` or umadrive's own format).
+    model: path of a UMA checkpoint (fairchem's ``.pt`` or umadrive's own format)
+        or a model name (``uma-s-1p1``, ...; see :mod:`umadrive.model.names`).
     device: torch device, e.g. "cpu" or "cuda".
     inference_settings: "default", "turbo" or an :class:`InferenceSettings`.
+    graph_generator: with ``external_graph_gen``, the function that builds graphs
+        (default :func:`~umadrive.model.graph.vesin_graph`).
     """
     settings = resolve_settings(inference_settings)
     device = torch.device(device)
-    checkpoint = load_checkpoint(_checkpoint_path(model))
+    checkpoint = load_checkpoint(resolve_model(model))
     uma = UMA.from_checkpoint(checkpoint, dtype=settings.base_precision_dtype, device=device)
-    return PredictUnit(uma, device=device, settings=settings)
+    return PredictUnit(uma, device=device, settings=settings, graph_generator=graph_generator)
