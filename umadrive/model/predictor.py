@@ -127,10 +127,14 @@ class PredictUnit:
 
     graph_generator: builds the graph when ``settings.external_graph_gen`` is on
     and a call passes none (default :func:`~umadrive.model.graph.vesin_graph`).
+    compile_backend: ``torch.compile``'s backend when ``settings.compile`` is on
+    ("inductor"; "aot_eager" traces forward and backward without generating code,
+    for debugging and quick tests).
     """
 
     def __init__(self, model: UMA, *, device: torch.device, settings: InferenceSettings,
-                 graph_generator: GraphGenerator | None = None) -> None:
+                 graph_generator: GraphGenerator | None = None,
+                 compile_backend: str | Callable = "inductor") -> None:
         if graph_generator is not None and not settings.external_graph_gen:
             raise InferenceSettingsError(
                 "a graph_generator was given but InferenceSettings.external_graph_gen=False; "
@@ -147,8 +151,9 @@ class PredictUnit:
         else:
             self.graph_generator = radius_graph
         self._merger = ExpertMerger(model.backbone) if settings.merge_mole else None
-        self._message_passing = (torch.compile(model.backbone.message_passing, dynamic=True)
-                                 if settings.compile else None)
+        self._message_passing = (
+            torch.compile(model.backbone.message_passing, dynamic=True, backend=compile_backend)
+            if settings.compile else None)
         on_cuda = device.type == "cuda"
         self._rotation = (GraphedRotation(model.backbone.rotation)
                           if settings.wigner_cuda and on_cuda else None)
@@ -292,7 +297,8 @@ def _check_graph(graph: RadiusGraph, atoms: AtomsBatch) -> None:
 
 def get_predict_unit(model: str | os.PathLike, device: str | torch.device = "cpu",
                      inference_settings: str | InferenceSettings = "default", *,
-                     graph_generator: GraphGenerator | None = None) -> PredictUnit:
+                     graph_generator: GraphGenerator | None = None,
+                     compile_backend: str | Callable = "inductor") -> PredictUnit:
     """Load a UMA checkpoint once and return a :class:`PredictUnit` for it.
 
     model: path of a UMA checkpoint (fairchem's ``.pt`` or umadrive's own format)
@@ -301,9 +307,11 @@ def get_predict_unit(model: str | os.PathLike, device: str | torch.device = "cpu
     inference_settings: "default", "turbo" or an :class:`InferenceSettings`.
     graph_generator: with ``external_graph_gen``, the function that builds graphs
         (default :func:`~umadrive.model.graph.vesin_graph`).
+    compile_backend: ``torch.compile``'s backend with ``compile`` (see :class:`PredictUnit`).
     """
     settings = resolve_settings(inference_settings)
     device = torch.device(device)
     checkpoint = load_checkpoint(resolve_model(model))
     uma = UMA.from_checkpoint(checkpoint, dtype=settings.base_precision_dtype, device=device)
-    return PredictUnit(uma, device=device, settings=settings, graph_generator=graph_generator)
+    return PredictUnit(uma, device=device, settings=settings, graph_generator=graph_generator,
+                       compile_backend=compile_backend)
