@@ -204,13 +204,15 @@ class Edgewise(nn.Module):
                                      routing)
             return torch.zeros_like(x).index_add(0, edge_index[1], messages)
         out = torch.zeros_like(x)
-        for start in range(0, edge_index.shape[1], chunk):
-            stop = min(start + chunk, edge_index.shape[1])
-            messages = checkpoint(
-                self.messages, x, edge_index[:, start:stop], edge_scalars[start:stop],
-                wigner[start:stop], wigner_inv_envelope[start:stop],
-                None if routing is None else routing.rows(start, stop), use_reentrant=False)
-            out = out.index_add(0, edge_index[1, start:stop], messages)
+        # split(), not index arithmetic: under torch.compile the edge count stays symbolic
+        pieces = zip(edge_index.split(chunk, dim=1), edge_scalars.split(chunk),
+                     wigner.split(chunk), wigner_inv_envelope.split(chunk))
+        for index, (edges, scalars, rotation, inverse) in enumerate(pieces):
+            part = None if routing is None else routing.rows(index * chunk,
+                                                             index * chunk + edges.shape[1])
+            messages = checkpoint(self.messages, x, edges, scalars, rotation, inverse, part,
+                                  use_reentrant=False)
+            out = out.index_add(0, edges[1], messages)
         return out
 
     def messages(self, x: torch.Tensor, edge_index: torch.Tensor, edge_scalars: torch.Tensor,

@@ -33,6 +33,8 @@ class ExpertRouting:
 
     def rows(self, start: int, stop: int) -> "ExpertRouting":
         """The routing of rows ``start:stop`` (a chunk of the edges)."""
+        if len(self.counts) == 1:
+            return self
         coefficients, counts, first = [], [], 0
         for system, count in enumerate(self.counts):
             low, high = max(start, first), min(stop, first + count)
