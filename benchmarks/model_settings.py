@@ -41,7 +41,7 @@ def main() -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     common = ["--device", args.device, "--threads", str(args.threads), "--modes", ",".join(modes)]
     runs = [
-        ["--checkpoint", str(SMALL), "--atoms", "108", "--atoms", "1000", "--repeats", "7",
+        ["--checkpoint", str(SMALL), "--atoms", "108", "--atoms", "1000", "--repeats", "25",
          "--memory-atoms", "4000", "--memory-checkpoint", args.memory_checkpoint],
         ["--checkpoint", args.uma_s, "--atoms", "108", *(["--atoms", "1000"] if args.large else []),
          "--repeats", str(args.repeats)],
