@@ -14,6 +14,10 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from umadrive.driver.transports import (
+    add_transport_arguments, check_transport_arguments, choose_device, open_connection,
+    process_rank,
+)
 from umadrive.protocol.errors import ProtocolError, UnsendableReplyError
 from umadrive.protocol.messages import DEFAULT_MAX_ATOMS
 
@@ -42,19 +46,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="keep trying to connect for S seconds (default %(default)s)")
     parser.add_argument("--max-atoms", type=int, default=DEFAULT_MAX_ATOMS,
                         help="refuse requests announcing more atoms (default %(default)s)")
+    add_transport_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(format="umadrive serve: %(levelname)s: %(message)s", level=logging.INFO)
+    rank = process_rank()
+    where = f"[rank {rank.rank}]" if rank is not None else ""
+    logging.basicConfig(format=f"umadrive serve{where}: %(levelname)s: %(message)s",
+                        level=logging.INFO)
     # Heavy imports happen here, not in configure(), so `umadrive --help` stays fast.
     import ase.io
 
     from umadrive.driver.backend import make_backend
-    from umadrive.protocol import connect
 
-    if (args.unix is None) == (args.port is None):
-        log.error("give exactly one address: --unix NAME, or --port P [--host H]")
+    try:
+        check_transport_arguments(args)
+        device = choose_device(args.device, rank)
+    except ValueError as error:
+        log.error("%s", error)
         return 2
+    if rank is not None:
+        log.info("took device %s (rank %d of %d, local rank %d)", device, rank.rank, rank.size,
+                 rank.local)
     try:
         model_kwargs = json.loads(args.model_kwargs)
     except json.JSONDecodeError as error:
@@ -67,8 +80,7 @@ def run(args: argparse.Namespace) -> int:
     template = ase.io.read(args.structure)
     try:
         backend = make_backend(args.model, template, **model_kwargs)
-        connection = connect(unix=args.unix, prefix=args.prefix, host=args.host, port=args.port,
-                             timeout=args.connect_timeout, max_atoms=args.max_atoms)
+        connection = open_connection(args)
     except ValueError as error:
         log.error("%s", error)
         return 2

@@ -124,11 +124,21 @@ class DriverConnection:
 
     def _read_posdata(self) -> Request:
         batch_size = self._init.batch_size if self._init is not None else 1
-        wire = msg.read_posdata(self._channel, batch_size=batch_size, max_atoms=self._max_atoms)
+        wire = self._receive_structures(batch_size)
         structures = [structure_from_wire(w.h, w.positions) for w in wire]
         self._request = Request(structures=structures, init=self._init, batched=batch_size > 1)
         self._state = _COMPUTING
         return self._request
+
+    def _receive_structures(self, batch_size: int) -> list[msg.WireStructure]:
+        """The structures of a POSDATA whose header was just read. Transports
+        that keep the arrays elsewhere (shared memory) override this."""
+        return msg.read_posdata(self._channel, batch_size=batch_size, max_atoms=self._max_atoms)
+
+    def _encode_reply(self, results: list[msg.WireResult], *, batched: bool) -> bytes:
+        """The FORCEREADY message for ``results``; overridden like
+        :meth:`_receive_structures`."""
+        return msg.encode_forceready(results, batched=batched)
 
     def send_predictions(self, predictions: Sequence[Prediction]) -> None:
         """Answers the request returned last: checks the count, every atom count,
@@ -137,30 +147,39 @@ class DriverConnection:
         request = self._request
         if self._state != _COMPUTING or request is None:
             raise RuntimeError("send_predictions() called with no request waiting")
-        if len(predictions) != len(request.structures):
-            raise UnsendableReplyError(
-                f"{len(predictions)} predictions for a request of "
-                f"{len(request.structures)} structures"
-            )
-        results = []
-        for index, (prediction, structure) in enumerate(zip(predictions, request.structures)):
-            shape = np.shape(prediction.forces)
-            if shape != (structure.n_atoms, 3):
-                raise UnsendableReplyError(
-                    f"structure {index}: forces of shape {shape}, the request has "
-                    f"{structure.n_atoms} atoms (expected ({structure.n_atoms}, 3))"
-                )
-            energy, forces, virial = prediction_to_wire(prediction, structure)
-            if not (np.isfinite(energy) and np.all(np.isfinite(forces))
-                    and np.all(np.isfinite(virial))):
-                raise UnsendableReplyError(
-                    f"structure {index}: the prediction holds non-finite values "
-                    f"(energy {prediction.energy}, {np.count_nonzero(~np.isfinite(forces))} "
-                    "non-finite force components or a non-finite stress); not sent"
-                )
-            results.append(msg.WireResult(energy, forces, virial, encode_extras(prediction.extras)))
-        self._reply = msg.encode_forceready(results, batched=request.batched)
+        results = wire_results(predictions, request.structures)
+        self._reply = self._encode_reply(results, batched=request.batched)
         self._state = _HAVEDATA
+
+
+def wire_results(
+    predictions: Sequence[Prediction], structures: Sequence[Structure]
+) -> list[msg.WireResult]:
+    """The wire form of one prediction per structure, checked before anything is
+    sent: the count, every atom count, finiteness and the extras. Raises
+    :class:`UnsendableReplyError` naming the structure and the value."""
+    if len(predictions) != len(structures):
+        raise UnsendableReplyError(
+            f"{len(predictions)} predictions for a request of {len(structures)} structures"
+        )
+    results = []
+    for index, (prediction, structure) in enumerate(zip(predictions, structures)):
+        shape = np.shape(prediction.forces)
+        if shape != (structure.n_atoms, 3):
+            raise UnsendableReplyError(
+                f"structure {index}: forces of shape {shape}, the request has "
+                f"{structure.n_atoms} atoms (expected ({structure.n_atoms}, 3))"
+            )
+        energy, forces, virial = prediction_to_wire(prediction, structure)
+        if not (np.isfinite(energy) and np.all(np.isfinite(forces))
+                and np.all(np.isfinite(virial))):
+            raise UnsendableReplyError(
+                f"structure {index}: the prediction holds non-finite values "
+                f"(energy {prediction.energy}, {np.count_nonzero(~np.isfinite(forces))} "
+                "non-finite force components or a non-finite stress); not sent"
+            )
+        results.append(msg.WireResult(energy, forces, virial, encode_extras(prediction.extras)))
+    return results
 
 
 def encode_extras(extras: dict | None) -> bytes:
