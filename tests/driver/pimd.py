@@ -69,4 +69,4 @@ def requests_served(log: str) -> dict[str, int]:
     """Requests each driver answered, from the final lines of ``umadrive serve``
     (keyed by the log prefix, e.g. ``umadrive serve[rank 1]``)."""
     return {prefix: int(count) for prefix, count in
-            re.findall(r"^(umadrive serve\S*): INFO: .* after (\d+) requests", log, re.M)}
+            re.findall(r"^(umadrive serve(?:\[rank \d+\])?): INFO: .* after (\d+) requests", log, re.M)}

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.driver.pimd import NBEADS, STEPS, assert_every_bead_matches_emt, pimd_input, requests_served
+from tests.driver.pimd import (
+    NBEADS, STEPS, assert_every_bead_matches_emt, pimd_input, requests_served,
+)
 from umadrive.protocol import messages as msg
 from umadrive.protocol.errors import ProtocolError
 from umadrive.protocol.shm import SEGMENT_KINDS, SharedMemoryConnection

@@ -173,9 +173,12 @@ class MpiConnection:
 
     def _receive_work(self) -> Request:
         nat, count = (int(v) for v in self._receive(np.int32, 2, TAG_WORK, "the WORK header"))
-        limit = self._init.batch_size if self._init is not None else msg.MAX_BATCH_SIZE
+        if self._init is not None:
+            limit, why = self._init.batch_size, f"batch_size {self._init.batch_size} in INIT"
+        else:
+            limit, why = msg.MAX_BATCH_SIZE, "no INIT came first"
         if not 1 <= count <= limit:
-            raise ProtocolError(self.peer, f"WORK for 1 to {limit} structures", f"{count}")
+            raise ProtocolError(self.peer, f"WORK for 1 to {limit} structures ({why})", f"{count}")
         if not 0 <= nat <= self._max_atoms // count:
             raise ProtocolError(
                 self.peer, f"WORK with at most {self._max_atoms // count} atoms per structure "
@@ -204,7 +207,7 @@ def connect_mpi(*, name: str = "", max_atoms: int = msg.DEFAULT_MAX_ATOMS) -> Mp
             peer, "to run as a driver rank > 0 of an MPMD job: `mpiexec -n 1 i-pi input.xml : "
             "-n K umadrive serve --mpi ...`", f"rank {rank} of {size}",
         )
-    world.Split(color=DRIVER_COLOR, key=rank)
+    world.Split(color=DRIVER_COLOR, key=rank).Free()  # i-PI's split; groups are unused here
     hello = np.array([rank, 1, rank], dtype=np.int32)
     world.Send([hello, MPI.INT], dest=IPI_RANK, tag=TAG_HELLO)
     world.Send([np.frombuffer(name.encode("utf-8"), dtype=np.uint8), MPI.BYTE],

@@ -85,6 +85,7 @@ class SharedMemoryConnection(DriverConnection):
                 channel.peer, f"nat={self._nat} (the shared-memory segments are sized for it)",
                 f"nat={nat}",
             )
+        # copies: no view of i-PI's segments outlives this call
         positions, cells = self._views["pos"], self._views["h"]
         return [msg.WireStructure(h=cells[i].copy(), positions=positions[i].copy())
                 for i in range(batch_size)]

@@ -1,0 +1,176 @@
+"""MPI: i-PI 3.3's ``<ffmpi>`` served by ``umadrive serve --mpi`` ranks, and plain
+fan-out (``mpiexec -n K umadrive serve``), both launched with the real
+``mpiexec`` of the mpich wheel; fault injection with a fake i-PI rank 0; the
+per-rank device choice."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import ase.io
+import pytest
+
+from tests.driver.conftest import PEER_TIMEOUT_S
+from tests.driver.pimd import (
+    NBEADS, STEPS, alloy, assert_every_bead_matches_emt, pimd_input, requests_served,
+)
+from umadrive.driver.ranks import Rank, launcher_rank, rank_device
+
+# the mpich wheel's launcher, next to the python whose mpi4py uses that MPICH
+MPIEXEC = Path(sys.executable).with_name("mpiexec")
+IPI = shutil.which("i-pi") or str(Path(sys.executable).with_name("i-pi"))
+SERVE = [sys.executable, "-m", "umadrive", "serve", "--model", "ase:emt",
+         "--structure", "alloy.extxyz"]
+
+
+class MpiJobs:
+    """Starts ``mpiexec`` jobs in their own process group (its ranks are its
+    grandchildren) with output in ``<name>.log``; ends the whole group."""
+
+    def __init__(self, folder: Path, env: dict) -> None:
+        self.folder = folder
+        self.env = {**env, "MPIEXEC_TIMEOUT": str(PEER_TIMEOUT_S)}  # Hydra ends a stuck job
+        self.jobs: list[subprocess.Popen] = []
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        assert MPIEXEC.exists(), f"{MPIEXEC} is missing: pip install mpich (the [test] extra)"
+        with open(self.folder / f"{name}.log", "w") as log:
+            job = subprocess.Popen([str(MPIEXEC), *argv], cwd=self.folder, env=self.env,
+                                   stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        self.jobs.append(job)
+        return job
+
+    def wait(self, job: subprocess.Popen) -> int:
+        try:
+            return job.wait(timeout=PEER_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{job.args} did not finish within {PEER_TIMEOUT_S} s")
+
+    def stop_all(self) -> None:
+        """Ends the groups of the jobs still running: while ``mpiexec`` is alive
+        (not reaped) its pid, which is also the group id, cannot be reused by
+        another process; a job that ended took its ranks with it."""
+        for job in self.jobs:
+            if job.poll() is None:
+                os.killpg(job.pid, signal.SIGKILL)
+                job.wait()
+
+
+@pytest.fixture
+def mpi_jobs(tmp_path, test_env):
+    jobs = MpiJobs(tmp_path, test_env)
+    yield jobs
+    jobs.stop_all()
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_pimd_over_ffmpi_with_two_driver_ranks(tmp_path, mpi_jobs, batch_size):
+    (tmp_path / "input.xml").write_text(pimd_input(tmp_path, transport="mpi", batch_size=batch_size))
+    job = mpi_jobs.start("job", ["-n", "1", IPI, "input.xml", ":", "-n", "2", *SERVE, "--mpi"])
+    log_path = tmp_path / "job.log"
+    assert mpi_jobs.wait(job) == 0, log_path.read_text()[-3000:]
+    log = log_path.read_text()
+    for rank in (1, 2):
+        assert f"umadrive serve[rank {rank}]: INFO: i-PI <ffmpi> at MPI rank 0 sent EXIT" in log
+    served = requests_served(log)
+    assert sorted(served) == ["umadrive serve[rank 1]", "umadrive serve[rank 2]"]
+    if batch_size == 1:  # with batches, how many beads one WORK carries depends on timing
+        assert sum(served.values()) == NBEADS * (STEPS + 1)
+        assert min(served.values()) > 0, served
+    assert_every_bead_matches_emt(tmp_path)
+
+
+@pytest.mark.timeout(180)
+def test_mpiexec_fans_out_independent_drivers_that_name_their_device(
+        processes, tmp_path, socket_name, mpi_jobs):
+    ipi = processes.ipi(pimd_input(tmp_path, unix=socket_name))
+    job = mpi_jobs.start("serve", ["-n", "2", *SERVE, "--unix", socket_name])
+    assert processes.wait(ipi) == 0, processes.logs()
+    log_path = tmp_path / "serve.log"
+    assert mpi_jobs.wait(job) == 0, log_path.read_text()[-3000:]
+    log = log_path.read_text()
+    for rank in (0, 1):
+        assert (f"umadrive serve[rank {rank}]: INFO: took device cpu "
+                f"(rank {rank} of 2, local rank {rank})") in log
+    served = requests_served(log)
+    assert sorted(served) == ["umadrive serve[rank 0]", "umadrive serve[rank 1]"]
+    assert sum(served.values()) == NBEADS * (STEPS + 1)
+    assert min(served.values()) > 0, served
+    assert_every_bead_matches_emt(tmp_path)
+
+
+# ---------------------------------------------------------------- fault injection
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("nat, count, body_length, message", [
+    (10**8, 1, -1, "expected WORK with at most 1000 atoms per structure "
+                   "(raise --max-atoms if the system really is that large), received nat=100000000"),
+    (32, 1, 100, "expected WORK for 1 structure(s) of 32 atoms of 114 items, received 100 items"),
+    (4, 2, -1, "expected WORK for 1 to 1 structures (batch_size 1 in INIT), received 2"),
+])
+def test_bad_work_is_refused_before_anything_is_allocated(tmp_path, mpi_jobs, nat, count,
+                                                          body_length, message):
+    fake = str(Path(__file__).with_name("fake_ffmpi.py"))
+    ase.io.write(tmp_path / "alloy.extxyz", alloy())
+    job = mpi_jobs.start("job", ["-n", "1", sys.executable, fake, str(nat), str(count),
+                                 str(body_length), ":", "-n", "1", *SERVE, "--mpi",
+                                 "--max-atoms", "1000"])
+    mpi_jobs.wait(job)
+    log = (tmp_path / "job.log").read_text()
+    assert f"umadrive serve[rank 1]: ERROR: i-PI <ffmpi> at MPI rank 0: {message}" in log, log
+
+
+def test_mpi_outside_an_mpmd_job_is_refused(tmp_path, processes):
+    ase.io.write(tmp_path / "alloy.extxyz", alloy())
+    serve = processes.serve("--mpi", "--model", "ase:emt", "--structure", "alloy.extxyz")
+    assert processes.wait(serve) == 1
+    assert "driver rank > 0 of an MPMD job" in (tmp_path / "serve.log").read_text()
+
+
+# ---------------------------------------------------------------- device per rank
+
+
+@pytest.mark.parametrize("environ, expected", [
+    ({"PMI_RANK": "3", "PMI_SIZE": "4", "MPI_LOCALRANKID": "1"}, Rank(3, 4, 1)),
+    ({"OMPI_COMM_WORLD_RANK": "5", "OMPI_COMM_WORLD_SIZE": "8",
+      "OMPI_COMM_WORLD_LOCAL_RANK": "1"}, Rank(5, 8, 1)),
+    ({"SLURM_PROCID": "2", "SLURM_NTASKS": "3", "SLURM_LOCALID": "0"}, Rank(2, 3, 0)),
+    ({"PMI_RANK": "0", "PMI_SIZE": "1"}, None),  # a job of one is not fan-out
+    ({"SLURM_PROCID": "2"}, None),
+    ({}, None),
+])
+def test_launcher_rank_from_the_environment(environ, expected):
+    assert launcher_rank(environ) == expected
+
+
+@pytest.mark.parametrize("requested, local, devices, expected", [
+    ("cuda", 0, 2, "cuda:0"),
+    ("cuda", 3, 2, "cuda:1"),
+    ("cuda", 5, 4, "cuda:1"),
+    ("cuda", None, 4, "cuda:0"),
+    ("cuda:3", 1, 4, "cuda:3"),
+    ("cpu", 3, 0, "cpu"),
+])
+def test_each_rank_takes_cuda_local_rank_modulo_devices(requested, local, devices, expected):
+    rank = None if local is None else Rank(rank=10 + local, size=16, local=local)
+    assert rank_device(requested, rank, devices) == expected
+
+
+@pytest.mark.parametrize("requested, devices, message", [
+    ("cuda", 0, "no CUDA device is visible"),
+    ("cuda:2", 2, "only 2 CUDA device(s) visible (cuda:0 to cuda:1)"),
+    ("gpu", 1, "expected cpu, cuda or cuda:N"),
+    ("cuda:x", 1, "expected cpu, cuda or cuda:N"),
+])
+def test_bad_device_is_refused(requested, devices, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        rank_device(requested, Rank(0, 2, 0), devices)
