@@ -68,5 +68,5 @@ def assert_every_bead_matches_emt(folder: Path) -> None:
 def requests_served(log: str) -> dict[str, int]:
     """Requests each driver answered, from the final lines of ``umadrive serve``
     (keyed by the log prefix, e.g. ``umadrive serve[rank 1]``)."""
-    return {prefix: int(count) for prefix, count in
-            re.findall(r"^(umadrive serve(?:\[rank \d+\])?): INFO: .* after (\d+) requests", log, re.M)}
+    final_line = r"^(umadrive serve(?:\[rank \d+\])?): INFO: .* after (\d+) requests"
+    return {prefix: int(count) for prefix, count in re.findall(final_line, log, re.M)}

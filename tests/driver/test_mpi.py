@@ -73,7 +73,8 @@ def mpi_jobs(tmp_path, test_env):
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_pimd_over_ffmpi_with_two_driver_ranks(tmp_path, mpi_jobs, batch_size):
-    (tmp_path / "input.xml").write_text(pimd_input(tmp_path, transport="mpi", batch_size=batch_size))
+    xml = pimd_input(tmp_path, transport="mpi", batch_size=batch_size)
+    (tmp_path / "input.xml").write_text(xml)
     # i-PI 3.3.1 leaves with os._exit(0) right after MPI_Finalize; Hydra then at
     # times takes it for a crash and kills the drivers still finalizing (exit
     # status 9 after a complete run: tools/ipi_ffmpi_hard_exit_repro.py).
@@ -116,8 +117,8 @@ def test_mpiexec_fans_out_independent_drivers_that_name_their_device(
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("nat, count, body_length, message", [
-    (10**8, 1, -1, "expected WORK with at most 1000 atoms per structure "
-                   "(raise --max-atoms if the system really is that large), received nat=100000000"),
+    (10**8, 1, -1, "expected WORK with at most 1000 atoms per structure (raise --max-atoms "
+                   "if the system really is that large), received nat=100000000"),
     (32, 1, 100, "expected WORK for 1 structure(s) of 32 atoms of 114 items, received 100 items"),
     (4, 2, -1, "expected WORK for 1 to 1 structures (batch_size 1 in INIT), received 2"),
 ])

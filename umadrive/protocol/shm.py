@@ -102,8 +102,12 @@ class SharedMemoryConnection(DriverConnection):
             try:
                 names.append(raw.decode("utf-8"))
             except UnicodeDecodeError:
-                raise ProtocolError(channel.peer, f"a UTF-8 '{kind}' segment name", repr(raw)) from None
-        for kind, name, shape in zip(SEGMENT_KINDS, names, _segment_shapes(batch_size, nat).values()):
+                raise ProtocolError(
+                    channel.peer, f"a UTF-8 '{kind}' segment name", repr(raw)
+                ) from None
+        shapes = _segment_shapes(batch_size, nat)
+        for kind, name in zip(SEGMENT_KINDS, names):
+            shape = shapes[kind]
             try:
                 segment = _attach(name)
             except OSError as error:
@@ -112,7 +116,7 @@ class SharedMemoryConnection(DriverConnection):
                     f"{error} (the driver must run on the same node as i-PI)",
                 ) from error
             self._segments.append(segment)
-            needed = int(np.prod(shape)) * 8
+            needed = int(np.prod(shape)) * np.dtype(np.float64).itemsize
             if segment.size < needed:
                 raise ProtocolError(
                     channel.peer,
