@@ -14,6 +14,7 @@ import sys
 # sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("umadrive.info", "print versions, devices and where models are looked for"),
+    "lammps": ("umadrive.driver.lammps_command", "run a LAMMPS input script with forces from umadrive serve"),
 }
 
 
