@@ -1,0 +1,96 @@
+"""What computes the answers: a :class:`Backend` turns structures into
+predictions. ``make_backend`` maps a ``--model`` spec to one.
+
+Specs: ``ase:emt`` (ASE's EMT) and ``ase:package.module:Class`` (any ASE
+calculator, built with the keyword arguments given).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+import ase
+import numpy as np
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError
+from ase.stress import voigt_6_to_full_3x3_stress
+
+from umadrive.structure import Prediction, Structure
+
+log = logging.getLogger("umadrive.driver")
+
+
+class Backend(Protocol):
+    """Computes predictions; the species and atom order are those of the
+    template the backend was built with."""
+
+    name: str
+
+    def compute(self, structures: Sequence[Structure]) -> list[Prediction]:
+        """One prediction per structure (eV, eV/Å, eV/Å³)."""
+        ...
+
+
+class AseBackend:
+    """Any ASE calculator. Stress is asked for when a structure is periodic in
+    all three directions; a calculator that has none gets a zero virial on the
+    wire (with a warning, since NPT then goes wrong)."""
+
+    def __init__(self, calculator: Calculator, template: ase.Atoms, *, name: str) -> None:
+        self.name = name
+        self._atoms = template.copy()
+        self._atoms.calc = calculator
+        self._has_stress = True
+
+    def compute(self, structures: Sequence[Structure]) -> list[Prediction]:
+        return [self._compute_one(structure) for structure in structures]
+
+    def _compute_one(self, structure: Structure) -> Prediction:
+        atoms = self._atoms
+        atoms.set_cell(structure.cell, scale_atoms=False)
+        atoms.pbc = structure.pbc
+        atoms.positions = structure.positions
+        energy = atoms.get_potential_energy()
+        forces = atoms.get_forces()
+        stress = None
+        if self._has_stress and bool(np.all(structure.pbc)):
+            try:
+                stress = voigt_6_to_full_3x3_stress(atoms.get_stress())
+            except PropertyNotImplementedError:
+                self._has_stress = False
+                log.warning("%s computes no stress: the virial is sent as zero "
+                            "(constant-pressure runs will be wrong)", self.name)
+        return Prediction(energy=float(energy), forces=np.array(forces), stress=stress)
+
+
+def make_backend(spec: str, template: ase.Atoms, **kwargs: object) -> Backend:
+    """The backend for a ``--model`` spec; ``kwargs`` go to the calculator."""
+    kind, _, rest = spec.partition(":")
+    if kind == "ase" and rest:
+        return AseBackend(_ase_calculator(rest, kwargs), template, name=spec)
+    raise ValueError(
+        f"unknown --model {spec!r}: use 'ase:emt' or 'ase:package.module:Class' "
+        "(any ASE calculator; keyword arguments with --model-kwargs JSON)"
+    )
+
+
+def _ase_calculator(target: str, kwargs: dict) -> Calculator:
+    if target == "emt":
+        from ase.calculators.emt import EMT
+
+        return EMT(**kwargs)
+    module_name, _, class_name = target.rpartition(":")
+    if not module_name or not class_name:
+        raise ValueError(
+            f"--model 'ase:{target}': expected 'ase:emt' or 'ase:package.module:Class'"
+        )
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(
+            f"--model 'ase:{target}': cannot load {class_name} from {module_name} ({error}); "
+            "check the module is installed and the class name"
+        ) from error
+    return cls(**kwargs)
