@@ -107,7 +107,7 @@ def time_bridge(folder: Path, steps: int) -> tuple[float, float]:
         if serve.poll() is None:
             serve.kill()
             serve.wait()
-    round_trip = re.search(r"(\d+) force calls, ([0-9.]+) ms each", done.stderr)
+    round_trip = re.search(r"(\d+) force calls, ([0-9.]+) ms each round trip", done.stderr)
     if round_trip is None:
         raise RuntimeError(f"no force-call summary from umadrive lammps:\n{done.stderr[-2000:]}")
     return _loop_seconds_per_step(done.stdout), float(round_trip.group(2)) / 1e3

@@ -108,3 +108,14 @@ def test_changed_atoms_stop_before_the_next_run(peers, between_runs, phrase):
     assert phrase in output
     assert [row["Step"] for row in thermo_rows(output)] == [0, 1, 2]  # the second run never started
     assert serve_status == 0  # umadrive serve was told EXIT
+
+
+def test_a_refusing_server_stops_lammps_before_any_step(peers):
+    """umadrive serve refuses a request with another atom count than its template
+    (and closes); the bridge must stop LAMMPS, never go on with zero forces."""
+    (peers.folder / "in.bad").write_text(script())
+    bulk("Cu", "fcc", a=3.85, cubic=True).write(peers.folder / "four.extxyz")
+    status, output, serve_status = peers.run_bridge("in.bad", template="four.extxyz")
+    assert (status, serve_status) == (1, 1), peers.logs()
+    assert "umadrive lammps: error at step 0:" in output
+    assert thermo_rows(output) == []

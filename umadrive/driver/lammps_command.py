@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from umadrive.driver.lammps_errors import LammpsInputError
+
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
 
@@ -66,8 +68,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _lammps_args(args: argparse.Namespace) -> list[str]:
-    from umadrive.driver.lammps_errors import LammpsInputError
-
     cmdargs = ["-log", args.log, "-nocite"]
     for item in args.var:
         key, sep, value = item.partition("=")
@@ -79,7 +79,6 @@ def _lammps_args(args: argparse.Namespace) -> list[str]:
 
 def _server_address(args: argparse.Namespace) -> dict[str, Any]:
     """ForceServer's address keywords, checked before LAMMPS starts."""
-    from umadrive.driver.lammps_errors import LammpsInputError
     from umadrive.protocol.addresses import resolve_address
 
     address = {"unix": args.unix, "prefix": args.prefix, "host": args.host, "port": args.port}
@@ -96,8 +95,6 @@ def _server_address(args: argparse.Namespace) -> dict[str, Any]:
 def _check_template(path: Path, symbols: list[str]) -> None:
     """The template that umadrive serve uses must list ``symbols`` in order."""
     import ase.io
-
-    from umadrive.driver.lammps_errors import LammpsInputError
 
     template = ase.io.read(path).get_chemical_symbols()
     if len(template) != len(symbols):
@@ -116,8 +113,6 @@ def _check_template(path: Path, symbols: list[str]) -> None:
 
 def _commands(lmp: Any, text: str, script: Path, part: str) -> None:
     """Run ``text`` in LAMMPS; a LAMMPS error becomes a LammpsInputError naming it."""
-    from umadrive.driver.lammps_errors import LammpsInputError
-
     try:
         lmp.commands_string(text)
     except Exception as error:  # the lammps module raises plain Exception
@@ -132,8 +127,6 @@ def _commands(lmp: Any, text: str, script: Path, part: str) -> None:
 
 def _fail(lmp: Any, server: Any, timestep: int, error: BaseException) -> NoReturn:
     """End the process from inside a LAMMPS callback (see lammps_bridge)."""
-    from umadrive.driver.lammps_errors import LammpsInputError
-
     lmp.flush_buffers()
     print(f"umadrive lammps: error at step {timestep}: {error}", file=sys.stderr, flush=True)
     try:
@@ -144,21 +137,46 @@ def _fail(lmp: Any, server: Any, timestep: int, error: BaseException) -> NoRetur
     os._exit(EXIT_BAD_INPUT if isinstance(error, LammpsInputError) else EXIT_FAILURE)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _serve(lmp: Any, args: argparse.Namespace, address: dict[str, Any], dynamics: str, **bridge_options: Any) -> None:
+    """Listen, wait for umadrive serve, and run the rest of the script with the
+    bridge attached; EXIT to the server at the end."""
     from umadrive.driver.lammps_bridge import LammpsBridge
+    from umadrive.protocol.server import ForceServer
+
+    with ForceServer(**address) as server:
+        bridge = LammpsBridge(
+            lmp,
+            compute=lambda structure: server.compute([structure])[0],
+            on_failure=lambda step, error: _fail(lmp, server, step, error),
+            **bridge_options,
+        )
+        print(f"umadrive lammps: waiting for umadrive serve on {server.address}", file=sys.stderr, flush=True)
+        server.accept(timeout=args.accept_timeout)
+        bridge.attach()
+        _commands(lmp, dynamics, args.script, "run part")
+    if bridge.calls:
+        per_call = 1e3 * bridge.compute_seconds / bridge.calls
+        print(
+            f"umadrive lammps: {bridge.calls} force calls, {per_call:.3f} ms each round trip to umadrive serve",
+            file=sys.stderr,
+        )
+
+
+def _run(args: argparse.Namespace) -> int:
+    import ase.io
+
     from umadrive.driver.lammps_script import check_external_fix, split_script
     from umadrive.driver.lammps_species import parse_type_names, type_elements
     from umadrive.driver.lammps_system import read_system, type_masses
     from umadrive.driver.lammps_units import lammps_units
     from umadrive.driver.mpich_runtime import import_lammps
 
-    address = None if args.write_template is not None else _server_address(args)
+    writing_template = args.write_template is not None
+    address = None if writing_template else _server_address(args)
     names = parse_type_names(args.types) if args.types else None
     script = split_script(args.script.read_text())
-    if args.write_template is None:
-        check_external_fix(script)
-    lammps = import_lammps()
-    with lammps.lammps(cmdargs=_lammps_args(args)) as lmp:
+    fix = None if writing_template else check_external_fix(script)
+    with import_lammps().lammps(cmdargs=_lammps_args(args)) as lmp:
         _commands(lmp, script.setup, args.script, "setup part (before the first run)")
         units = lammps_units(lmp.extract_global("units"))
         elements = type_elements(type_masses(lmp), names)
@@ -166,42 +184,24 @@ def _run(args: argparse.Namespace) -> int:
         for atom_type, symbol in enumerate(elements, start=1):
             count = int((system.types == atom_type).sum())
             print(f"umadrive lammps: type {atom_type} = {symbol} ({count} atoms)", file=sys.stderr)
-        if args.write_template is not None:
-            import ase.io
-
+        if writing_template:
             ase.io.write(args.write_template, system.to_atoms())
             print(f"umadrive lammps: wrote template {args.write_template}", file=sys.stderr)
             return 0
         if args.template is not None:
             _check_template(args.template, system.symbols)
-        fix = check_external_fix(script)
-        from umadrive.protocol.server import ForceServer
-
-        with ForceServer(**address) as server:
-            bridge = LammpsBridge(
-                lmp,
-                fix_id=fix.fix_id,
-                system=system,
-                units=units,
-                compute=lambda structure: server.compute([structure])[0],
-                on_failure=lambda step, error: _fail(lmp, server, step, error),
-            )
-            print("umadrive lammps: waiting for umadrive serve to connect", file=sys.stderr, flush=True)
-            server.accept(timeout=args.accept_timeout)
-            bridge.attach()
-            _commands(lmp, script.dynamics, args.script, "run part")
-            server.close()
-        if bridge.calls:
-            per_call = 1e3 * bridge.compute_seconds / bridge.calls
-            print(f"umadrive lammps: {bridge.calls} force calls, {per_call:.3f} ms each in the model server", file=sys.stderr)
+        _serve(lmp, args, address, script.dynamics, fix_id=fix.fix_id, system=system, units=units)
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    from umadrive.driver.lammps_errors import LammpsInputError
+    from umadrive.protocol.errors import ProtocolError
 
     try:
         return _run(args)
     except LammpsInputError as error:
         print(f"umadrive lammps: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ProtocolError as error:
+        print(f"umadrive lammps: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from umadrive.driver.lammps_errors import LammpsInputError
 from umadrive.driver.lammps_units import LammpsUnits
+
+if TYPE_CHECKING:
+    import ase
 
 
 def box_cell(
@@ -62,7 +65,7 @@ class LammpsSystem:
     cell: np.ndarray
     pbc: np.ndarray
 
-    def to_atoms(self):  # -> ase.Atoms
+    def to_atoms(self) -> ase.Atoms:
         from ase import Atoms
 
         return Atoms(symbols=self.symbols, positions=self.positions, cell=self.cell, pbc=self.pbc)
