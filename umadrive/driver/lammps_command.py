@@ -127,8 +127,11 @@ def _commands(lmp: Any, text: str, script: Path, part: str) -> None:
 
 def _fail(lmp: Any, server: Any, timestep: int, error: BaseException) -> NoReturn:
     """End the process from inside a LAMMPS callback (see lammps_bridge)."""
+    from umadrive.protocol.errors import ProtocolError
+
     lmp.flush_buffers()
-    print(f"umadrive lammps: error at step {timestep}: {error}", file=sys.stderr, flush=True)
+    hint = "; umadrive serve's output says why it stopped" if isinstance(error, ProtocolError) else ""
+    print(f"umadrive lammps: error at step {timestep}: {error}{hint}", file=sys.stderr, flush=True)
     try:
         server.close()
     except Exception:  # noqa: BLE001 - the connection may be what failed
