@@ -114,7 +114,7 @@ def _run_ipi(args, folder: Path, structure: Path, socket_name: str,
     properties = folder / f"{run.output_prefix}.out"
     progress = _Progress(args.steps)
     while ipi.poll() is None:
-        if serve.poll() is not None:
+        if serve.poll() not in (None, 0):
             raise _DemoFailed(f"the driver stopped (status {serve.returncode}); see {folder / 'serve.log'}")
         progress.show(_read_table(properties, np))
         time.sleep(0.2)

@@ -16,8 +16,12 @@ class IpiRun:
     ensemble: ``nve``, ``nvt`` (PILE-G thermostat) or ``npt`` (isotropic barostat).
     timestep_fs, temperature_k, pressure_mpa (npt only), nbeads: the physics.
     batch_size > 1: i-PI's batched protocol. consolidate: i-PI 3.3's
-    ``consolidate_messages``. trajectory: also write positions each step
-    (``<prefix>.pos_<bead>.extxyz``, Å) for checking the forces afterwards.
+    ``consolidate_messages``.
+    properties: the columns of ``<output_prefix>.out``, in i-PI's syntax
+        (``potential`` is in Hartree, ``potential{electronvolt}`` in eV).
+    trajectories: per-bead quantities written every step to
+        ``<output_prefix>.<quantity>_<bead>.extxyz`` (ASE's extended XYZ, in ASE
+        units: i-PI converts with ase.units, as umadrive does).
     """
 
     structure: str
@@ -33,7 +37,9 @@ class IpiRun:
     pressure_mpa: float = 0.1
     batch_size: int = 1
     consolidate: bool = True
-    trajectory: bool = False
+    properties: tuple[str, ...] = ("step", "time{picosecond}", "conserved{electronvolt}",
+                                   "temperature{kelvin}", "potential{electronvolt}")
+    trajectories: tuple[str, ...] = ()
     seed: int = 3348
     output_prefix: str = "sim"
 
@@ -44,13 +50,9 @@ class IpiRun:
             raise ValueError(f"ensemble={self.ensemble!r}: expected 'nve', 'nvt' or 'npt'")
 
 
-PROPERTIES = ("step", "time{picosecond}", "conserved{electronvolt}", "temperature{kelvin}",
-              "potential{electronvolt}", "volume{angstrom3}")
-
-
 def ipi_input_xml(run: IpiRun) -> str:
-    """The i-PI input XML for ``run``; properties go to ``<output_prefix>.out``
-    with the columns of :data:`PROPERTIES` in full precision."""
+    """The i-PI input XML for ``run``; every number is printed in full precision
+    (``floatformat='%25.16e'``)."""
     if run.unix is not None:
         socket = f"<ffsocket mode='unix' name='umadrive' pbc='false'><address>{escape(run.unix)}</address>"
     else:
@@ -62,10 +64,10 @@ def ipi_input_xml(run: IpiRun) -> str:
         socket += f"<batch_size>{run.batch_size}</batch_size>"
     socket += "</ffsocket>"
 
-    trajectory = ""
-    if run.trajectory:
-        trajectory = ("<trajectory filename='pos' stride='1' format='ase' cell_units='angstrom'>"
-                      "positions{angstrom}</trajectory>")
+    trajectories = "".join(
+        f"<trajectory filename='{q}' stride='1' format='ase'>{q}</trajectory>"
+        for q in run.trajectories
+    )
     ensemble = f"<temperature units='kelvin'>{run.temperature_k}</temperature>"
     thermostat = ("<thermostat mode='pile_g'><tau units='femtosecond'>100</tau></thermostat>")
     timestep = f"<timestep units='femtosecond'>{run.timestep_fs}</timestep>"
@@ -82,8 +84,8 @@ def ipi_input_xml(run: IpiRun) -> str:
         )
     return f"""<simulation verbosity='low' safe_stride='1000' floatformat='%25.16e' sockets_prefix='{escape(run.prefix)}'>
   <output prefix='{run.output_prefix}'>
-    <properties stride='1' filename='out'>[{', '.join(PROPERTIES)}]</properties>
-    {trajectory}
+    <properties stride='1' filename='out'>[{', '.join(run.properties)}]</properties>
+    {trajectories}
   </output>
   <total_steps>{run.steps}</total_steps>
   <prng><seed>{run.seed}</seed></prng>

@@ -89,6 +89,8 @@ def serve_connection(connection: DriverConnection, backend: Backend, template: a
     start = time.perf_counter()
     try:
         while (request := connection.next_request()) is not None:
+            if served == 0 and request.batched:
+                log.info("batched protocol, %d structures per request", len(request.structures))
             structures = [check_structure(s, template) for s in request.structures]
             connection.send_predictions(backend.compute(structures))
             served += 1

@@ -9,6 +9,7 @@ POSDATA is also accepted without INIT (ASE and LAMMPS never send INIT).
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from umadrive.structure import Prediction, Structure
 
 InitInfo = msg.InitInfo
 
+_DRAIN_READS = 64  # at most 4 MiB of unread input is drained on close
 _NEEDINIT, _READY, _COMPUTING, _HAVEDATA = "NEEDINIT", "READY", "computing", "HAVEDATA"
 _STATUS_REPLY = {_NEEDINIT: msg.NEEDINIT, _READY: msg.READY, _HAVEDATA: msg.HAVEDATA}
 
@@ -59,7 +61,20 @@ class DriverConnection:
         return self._channel.fileno()
 
     def close(self) -> None:
-        self._channel.sock.close()
+        """Closes with a clean end of stream. Unread input (say the GETFORCE of a
+        request that is refused) is drained first: closing over unread bytes
+        sends a reset, which kills i-PI 3.3's polling thread and hangs it, while
+        an end of stream makes i-PI drop this driver and requeue the request."""
+        sock = self._channel.sock
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+            for _ in range(_DRAIN_READS):
+                if not sock.recv(1 << 16):
+                    break
+        except OSError:
+            pass  # nothing left to drain, or the peer is gone already
+        sock.close()
 
     def __enter__(self) -> DriverConnection:
         return self
