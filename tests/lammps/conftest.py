@@ -21,7 +21,7 @@ PEER_TIMEOUT_S = 90
 _names = itertools.count()
 
 
-def socket_name(tag: str) -> str:
+def unique_socket(tag: str) -> str:
     """A unix socket name unique to this process and call (tests run in parallel)."""
     return f"ud-{tag}-{os.getpid()}-{next(_names)}"
 
@@ -43,6 +43,13 @@ class Peers:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.started: list[tuple[subprocess.Popen, Path]] = []
+        self.sockets: list[str] = []
+
+    def socket(self, tag: str) -> str:
+        """A unique socket name whose file is removed at the end if a killed peer left it."""
+        name = unique_socket(tag)
+        self.sockets.append(name)
+        return name
 
     def start(self, label: str, argv: list[str]) -> subprocess.Popen:
         log = self.folder / f"{label}.out"
@@ -84,11 +91,14 @@ class Peers:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+        for name in self.sockets:
+            if os.path.exists(f"/tmp/ipi_{name}"):
+                os.unlink(f"/tmp/ipi_{name}")
 
     def run_bridge(self, script: str, *args: str, template: str = "cuau.extxyz") -> tuple[int, str, int]:
         """``umadrive serve`` (EMT) + ``umadrive lammps SCRIPT``, both to the end:
         (bridge exit status, bridge output, serve exit status)."""
-        name = socket_name("bridge")
+        name = self.socket("bridge")
         serve = self.serve_emt(name, template)
         bridge = self.umadrive("lammps", "lammps", script, "--unix", name, "--log", "none", *args)
         status = self.wait(bridge)

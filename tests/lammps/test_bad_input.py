@@ -9,7 +9,7 @@ import sys
 import pytest
 from ase.build import bulk
 
-from tests.lammps.conftest import PEER_TIMEOUT_S, socket_name, thermo_rows
+from tests.lammps.conftest import PEER_TIMEOUT_S, thermo_rows
 
 GOOD = {
     "units": "units metal",
@@ -64,9 +64,9 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_refused_before_any_step(tmp_path, case):
+def test_refused_before_any_step(tmp_path, socket_name, case):
     changes, args, phrases = CASES[case]
-    done = bridge(tmp_path, script(**changes), *args, "--unix", socket_name("bad"))
+    done = bridge(tmp_path, script(**changes), *args, "--unix", socket_name)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "umadrive lammps: error:" in done.stderr
     for phrase in phrases:
@@ -81,10 +81,10 @@ def test_missing_address_is_refused(tmp_path):
     assert "LAMMPS" not in done.stdout  # refused before LAMMPS started
 
 
-def test_template_with_other_species_is_refused(tmp_path):
+def test_template_with_other_species_is_refused(tmp_path, socket_name):
     template = bulk("Au", "fcc", a=3.85, cubic=True).repeat(2)
     template.write(tmp_path / "wrong.extxyz")
-    done = bridge(tmp_path, script(), "--unix", socket_name("bad"), "--template", "wrong.extxyz")
+    done = bridge(tmp_path, script(), "--unix", socket_name, "--template", "wrong.extxyz")
     assert done.returncode == 2, done.stdout + done.stderr
     assert "wrong.extxyz has Au at position 0 but LAMMPS atom 1 in tag order is Cu" in done.stderr
     assert thermo_rows(done.stdout) == []

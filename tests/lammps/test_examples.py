@@ -9,7 +9,7 @@ import pytest
 from ase.calculators.emt import EMT
 from ase.calculators.lj import LennardJones
 
-from tests.lammps.conftest import console_script, socket_name, thermo_rows
+from tests.lammps.conftest import console_script, thermo_rows
 from umadrive.testing import ENGINE_CONSTANTS_RTOL
 
 THERMO_PRINT_RTOL = 1e-7  # LAMMPS's default thermo format prints 8 significant digits
@@ -53,7 +53,7 @@ def test_b_npt_changes_the_volume(examples, peers):
 
 
 def test_c_ipi_pimd_sums_lammps_and_umadrive(examples, peers):
-    umadrive_socket, lammps_socket = socket_name("pimd-uma"), socket_name("pimd-lmp")
+    umadrive_socket, lammps_socket = peers.socket("pimd-uma"), peers.socket("pimd-lmp")
     xml = (examples / "pimd.xml").read_text()
     xml = xml.replace("<total_steps>100</total_steps>", "<total_steps>3</total_steps>")
     xml = xml.replace(">umadrive_pimd<", f">{umadrive_socket}<").replace(">lammps_pimd<", f">{lammps_socket}<")
