@@ -126,7 +126,9 @@ class LammpsBridge:
         that it is finite, has one force per atom and a stress for a periodic box."""
         shape = np.shape(prediction.forces)
         if shape != (structure.n_atoms, 3):
-            raise ValueError(f"the model returned forces of shape {shape}, expected ({structure.n_atoms}, 3)")
+            raise ValueError(
+                f"the model returned forces of shape {shape}, expected ({structure.n_atoms}, 3)"
+            )
         if not prediction.is_finite():
             raise ValueError("the model returned a non-finite energy, force or stress")
         if prediction.stress is None:

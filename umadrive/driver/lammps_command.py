@@ -64,7 +64,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="write the script's atoms before its first run as a umadrive template "
         "(any ase.io format, e.g. .extxyz) and exit without running",
     )
-    parser.add_argument("--log", default="log.lammps", help="LAMMPS log file, 'none' for none (default: %(default)s)")
+    parser.add_argument(
+        "--log", default="log.lammps", help="LAMMPS log file, 'none' for none (default: %(default)s)"
+    )
 
 
 def _lammps_args(args: argparse.Namespace) -> list[str]:
@@ -140,7 +142,9 @@ def _fail(lmp: Any, server: Any, timestep: int, error: BaseException) -> NoRetur
     os._exit(EXIT_BAD_INPUT if isinstance(error, LammpsInputError) else EXIT_FAILURE)
 
 
-def _serve(lmp: Any, args: argparse.Namespace, address: dict[str, Any], dynamics: str, **bridge_options: Any) -> None:
+def _serve(
+    lmp: Any, args: argparse.Namespace, address: dict[str, Any], dynamics: str, **bridge_options: Any
+) -> None:
     """Listen, wait for umadrive serve, and run the rest of the script with the
     bridge attached; EXIT to the server at the end."""
     from umadrive.driver.lammps_bridge import LammpsBridge
@@ -153,14 +157,16 @@ def _serve(lmp: Any, args: argparse.Namespace, address: dict[str, Any], dynamics
             on_failure=lambda step, error: _fail(lmp, server, step, error),
             **bridge_options,
         )
-        print(f"umadrive lammps: waiting for umadrive serve on {server.address}", file=sys.stderr, flush=True)
+        print(f"umadrive lammps: waiting for umadrive serve on {server.address}", file=sys.stderr,
+              flush=True)
         server.accept(timeout=args.accept_timeout)
         bridge.attach()
         _commands(lmp, dynamics, args.script, "run part")
     if bridge.calls:
         per_call = 1e3 * bridge.compute_seconds / bridge.calls
         print(
-            f"umadrive lammps: {bridge.calls} force calls, {per_call:.3f} ms each round trip to umadrive serve",
+            f"umadrive lammps: {bridge.calls} force calls, "
+            f"{per_call:.3f} ms each round trip to umadrive serve",
             file=sys.stderr,
         )
 
