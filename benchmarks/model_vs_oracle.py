@@ -9,8 +9,9 @@ on the fly when PATH does not exist). The system is 108-atom fcc Cu (3x3x3
 conventional cells, rattled), task omat, float32, experts unmerged, no activation
 checkpointing, no compile. One call = energy, forces and stress of the system,
 graph generation included. The oracle side runs in the oracle venv as a
-subprocess (``--oracle-python``), ours in this process; each does one warm-up
-call, then ``--calls`` timed calls on ``--threads`` threads. Prints a markdown
+subprocess (``--oracle-python``), ours in this process, each on ``--threads``
+threads; after one warm-up call each, ``--calls`` timed calls alternate between
+the two (so that load from other processes affects both alike). Prints a markdown
 table (medians and the oracle/ours ratio), the largest force difference between
 the two, and with ``--profile`` where our time goes (torch.profiler).
 """
@@ -21,7 +22,6 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -53,13 +53,15 @@ def call():
     return unit.predict(atomicdata_list_to_batch([data]))
 
 out = call()
-times = []
-for _ in range(args["calls"]):
+print("READY", flush=True)
+for line in sys.stdin:
+    if line.strip() != "call":
+        break
     start = time.perf_counter()
     out = call()
-    times.append(time.perf_counter() - start)
-print("RESULT " + json.dumps({"times": times, "energy": float(out["energy"].detach()[0]),
-                              "forces": out["forces"].detach().double().tolist()}))
+    print("TIME " + json.dumps(time.perf_counter() - start), flush=True)
+print("RESULT " + json.dumps({"energy": float(out["energy"].detach()[0]),
+                              "forces": out["forces"].detach().double().tolist()}), flush=True)
 """
 
 
@@ -69,20 +71,39 @@ def copper_108() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return atoms.numbers, atoms.positions, atoms.cell.array
 
 
-def run_oracle(oracle_python: str, checkpoint: Path, calls: int, threads: int) -> dict:
-    numbers, positions, cell = copper_108()
-    payload = json.dumps({"checkpoint": str(checkpoint), "calls": calls, "threads": threads,
-                          "numbers": numbers.tolist(), "positions": positions.tolist(),
-                          "cell": cell.tolist()})
-    done = subprocess.run([oracle_python, "-c", ORACLE_WORKER, payload], capture_output=True,
-                          text=True, check=False, timeout=1800)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"oracle run failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1].removeprefix("RESULT "))
+class OracleWorker:
+    """fairchem's predict unit in the oracle venv, answering one timed call at a time."""
+
+    def __init__(self, oracle_python: str, checkpoint: Path, threads: int) -> None:
+        numbers, positions, cell = copper_108()
+        payload = json.dumps({"checkpoint": str(checkpoint), "threads": threads,
+                              "numbers": numbers.tolist(), "positions": positions.tolist(),
+                              "cell": cell.tolist()})
+        self.process = subprocess.Popen([oracle_python, "-c", ORACLE_WORKER, payload],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, text=True)
+        self._expect("READY")
+
+    def _expect(self, tag: str) -> str:
+        for line in self.process.stdout:
+            if line.startswith(tag):
+                return line[len(tag):].strip()
+        raise RuntimeError(f"the oracle worker exited (code {self.process.wait()}) before {tag}")
+
+    def timed_call(self) -> float:
+        self.process.stdin.write("call\n")
+        self.process.stdin.flush()
+        return json.loads(self._expect("TIME"))
+
+    def finish(self) -> dict:
+        self.process.stdin.write("done\n")
+        self.process.stdin.flush()
+        result = json.loads(self._expect("RESULT"))
+        self.process.wait(timeout=60)
+        return result
 
 
-def run_ours(checkpoint: Path, calls: int, profile: bool) -> dict:
+def our_unit(checkpoint: Path):
     from umadrive.model import InferenceSettings, System, get_predict_unit
     from umadrive.structure import Structure
 
@@ -92,19 +113,13 @@ def run_ours(checkpoint: Path, calls: int, profile: bool) -> dict:
     unit = get_predict_unit(checkpoint, inference_settings=settings)
     system = System(numbers=numbers, structure=Structure(positions, cell, np.ones(3, bool)),
                     task="omat", charge=0, spin=0)
-    prediction = unit.predict([system])[0]
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        prediction = unit.predict([system])[0]
-        times.append(time.perf_counter() - start)
-    table = None
-    if profile:
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            unit.predict([system])
-        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
-    return {"times": times, "energy": prediction.energy, "forces": prediction.forces,
-            "profile": table}
+    return unit, system
+
+
+def profile_table(unit, system) -> str:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        unit.predict([system])
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
 
 
 def ensure_checkpoint(path: Path, oracle_python: str) -> None:
@@ -126,24 +141,36 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     ensure_checkpoint(args.checkpoint, args.oracle_python)
 
-    oracle = run_oracle(args.oracle_python, args.checkpoint, args.calls, args.threads)
-    ours = run_ours(args.checkpoint, args.calls, args.profile)
-    oracle_median = statistics.median(oracle["times"])
-    ours_median = statistics.median(ours["times"])
-    force_difference = float(np.abs(np.asarray(oracle["forces"]) - ours["forces"]).max())
-    energy_difference = abs(oracle["energy"] - ours["energy"]) / len(ours["forces"])
+    oracle = OracleWorker(args.oracle_python, args.checkpoint, args.threads)
+    unit, system = our_unit(args.checkpoint)
+    unit.predict([system])  # warm-up
+    oracle_times, our_times = [], []
+    try:
+        for _ in range(args.calls):
+            oracle_times.append(oracle.timed_call())
+            start = time.perf_counter()
+            prediction = unit.predict([system])[0]
+            our_times.append(time.perf_counter() - start)
+        reference = oracle.finish()
+    finally:
+        if oracle.process.poll() is None:
+            oracle.process.kill()
+    oracle_median = statistics.median(oracle_times)
+    ours_median = statistics.median(our_times)
+    force_difference = float(np.abs(np.asarray(reference["forces"]) - prediction.forces).max())
+    energy_difference = abs(reference["energy"] - prediction.energy) / len(prediction.forces)
 
     print(f"\n108-atom fcc Cu, UMA-S-1.1-sized random checkpoint, float32, unmerged, "
           f"no activation checkpointing, {args.threads} threads, {args.calls} calls after 1 warm-up\n")
     print("| implementation | median s/call | min s/call |")
     print("|---|---|---|")
-    print(f"| fairchem-core 2.24 | {oracle_median:.3f} | {min(oracle['times']):.3f} |")
-    print(f"| umadrive | {ours_median:.3f} | {min(ours['times']):.3f} |")
+    print(f"| fairchem-core 2.24 | {oracle_median:.3f} | {min(oracle_times):.3f} |")
+    print(f"| umadrive | {ours_median:.3f} | {min(our_times):.3f} |")
     print(f"\nspeed-up (fairchem / umadrive median): {oracle_median / ours_median:.2f}x")
     print(f"agreement: |dE|/atom = {energy_difference:.2e} eV, max |dF| = {force_difference:.2e} eV/Å")
-    if ours["profile"]:
+    if args.profile:
         print("\numadrive, one call, by self CPU time:\n")
-        print(ours["profile"])
+        print(profile_table(unit, system))
 
 
 if __name__ == "__main__":

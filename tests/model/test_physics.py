@@ -91,8 +91,7 @@ def _with_awkward_edges() -> System:
     return _system(atoms, "omol", spin=2)
 
 
-@pytest.mark.parametrize("make", [_molecule, _crystal, _with_awkward_edges],
-                         ids=["molecule", "crystal", "awkward_edges"])
+@pytest.mark.parametrize("make", [_crystal, _with_awkward_edges], ids=["crystal", "awkward_edges"])
 def test_forces_are_minus_the_energy_gradient(make, uma_unit):
     unit = uma_unit("s1p1")
     system = make()
