@@ -47,9 +47,9 @@ class ConnectionPool:
     """Connections to one server, served together until each has ended.
 
     ``outcome`` after the run: ``"EXIT"`` (the server said so), ``"EOF"`` (the
-    server closed between steps: how ASE and LAMMPS end a run, and all a driver
-    sees of an i-PI killed between steps) or ``"failed"`` (a protocol error,
-    such as a server gone mid-exchange, or a request this side refused).
+    server closed between steps, which is how ASE and LAMMPS end a run) or
+    ``"failed"`` (a protocol error, a server gone mid-exchange or one that
+    promised EXIT and closed instead, or a request this side refused).
     """
 
     _RANK = {"EXIT": 0, "EOF": 1, "failed": 2}
@@ -153,6 +153,11 @@ class ConnectionPool:
         return request
 
     def _end(self, connection: DriverConnection) -> None:
+        if connection.end_reason == "EOF" and _promised_exit(connection):
+            self._fail(connection, f"{connection.peer} closed the connection without EXIT: an "
+                                   "i-PI server always sends EXIT when it ends, so it died or "
+                                   "was killed")
+            return
         self._worsen(connection.end_reason or "EOF")
         self._forget(connection)
 
@@ -172,6 +177,14 @@ class ConnectionPool:
         self._idle.discard(connection)
         self._busy.discard(connection)
         connection.close()
+
+
+def _promised_exit(connection: DriverConnection) -> bool:
+    """Whether this server ends runs with EXIT. i-PI does, and its INIT string
+    always has content (at least one space); ASE's SocketIOCalculator sends an
+    INIT string of one NUL byte (read as empty) and just closes; LAMMPS sends no
+    INIT and just closes."""
+    return connection.init is not None and connection.init.text != ""
 
 
 def open_connections(address: Address, count: int, *, stop: StopSignal, timeout: float | None,
