@@ -117,7 +117,7 @@ class ConnectionPool:
                 while connection.state == "HAVEDATA" and connection.end_reason is None:
                     connection.read_message()
             except ProtocolError as error:
-                self._fail(connection, f"{error}")
+                self._fail(connection, f"{error} (the server went away before taking the answer)")
                 continue
             self._busy.discard(connection)
             if connection.end_reason is not None:

@@ -156,6 +156,7 @@ def _warm_up(backend: Backend, template: ase.Atoms, serve_log: ServeLog) -> None
                     f"{seconds:.2f} s", seconds=seconds)
 
 
+_FIRST_RETRY_AFTER_FAILURE_S = 0.5
 _OUTCOMES = {
     "EXIT": "the server sent EXIT",
     "EOF": "the server closed the connection",
@@ -168,8 +169,9 @@ def _serve_runs(args: argparse.Namespace, address: Address, backend: Backend,
                 template: ase.Atoms, serve_log: ServeLog, stop: StopSignal) -> int:
     """Serves one engine run, or one after another with ``--persist``."""
     from umadrive.driver.batching import serve_requests
-    from umadrive.driver.connections import ConnectionPool, open_connections
+    from umadrive.driver.connections import MAX_RETRY_INTERVAL_S, ConnectionPool, open_connections
 
+    retry_s = _FIRST_RETRY_AFTER_FAILURE_S
     while True:
         try:
             connections = open_connections(
@@ -198,3 +200,10 @@ def _serve_runs(args: argparse.Namespace, address: Address, backend: Backend,
             return 0
         if not args.persist:
             return 0 if outcome in ("EXIT", "EOF") else 1
+        if outcome == "failed":  # the same server may fail the same way again: do not hammer it
+            log.info("waiting %.1f s before connecting again", retry_s)
+            if stop.wait(retry_s):
+                return 0
+            retry_s = min(2 * retry_s, MAX_RETRY_INTERVAL_S)
+        else:
+            retry_s = _FIRST_RETRY_AFTER_FAILURE_S
