@@ -23,8 +23,11 @@ log = logging.getLogger("umadrive.driver")
 
 
 class RequestPool(Protocol):
-    """Where requests come from and answers go (see
-    :class:`~umadrive.driver.connections.ConnectionPool`)."""
+    """Where requests come from and answers go: a transport (see
+    :class:`~umadrive.driver.connections.ConnectionPool`). ``outcome`` after the
+    run: ``"EXIT"``, ``"EOF"`` or ``"failed"``."""
+
+    outcome: str
 
     def gather(self) -> Gathered:
         """The requests waiting now (blocks for the first); none when the run is over."""
@@ -36,6 +39,10 @@ class RequestPool(Protocol):
 
     def drop(self, pending: Pending, reason: str) -> None:
         """Gives up on a request without answering it."""
+        ...
+
+    def close(self) -> None:
+        """Ends the run on this side."""
         ...
 
 

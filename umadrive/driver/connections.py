@@ -70,10 +70,6 @@ class ConnectionPool:
         self.outcome = "EXIT"
         self._batched_seen = False
 
-    @property
-    def open_count(self) -> int:
-        return len(self._idle) + len(self._busy)
-
     def gather(self) -> Gathered:
         """Blocks until at least one request arrived, then takes every request
         already waiting on the other connections. Then, for up to ``batch_window``

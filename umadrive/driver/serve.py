@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import ase
 
     from umadrive.driver.backend import Backend
+    from umadrive.driver.batching import RequestPool
     from umadrive.driver.lifecycle import StopSignal
     from umadrive.driver.stats import ServeLog
     from umadrive.protocol.addresses import Address
@@ -165,28 +166,38 @@ _OUTCOMES = {
 }
 
 
+def _open_pool(args: argparse.Namespace, address: Address, stop: StopSignal,
+               serve_log: ServeLog) -> RequestPool | None:
+    """The transport: connections to the server (None if a stop signal came
+    first). Raises ProtocolError/OSError when none can be opened."""
+    from umadrive.driver.connections import ConnectionPool, open_connections
+
+    connections = open_connections(address, args.connections, stop=stop, max_atoms=args.max_atoms,
+                                   timeout=None if args.persist else args.connect_timeout)
+    if connections is None:
+        return None
+    serve_log.event("connected", f"connected to {address} ({len(connections)} "
+                    f"connection{'s' if len(connections) > 1 else ''})",
+                    address=str(address), connections=len(connections))
+    return ConnectionPool(connections, stop, batch_window=args.batch_window / 1e3)
+
+
 def _serve_runs(args: argparse.Namespace, address: Address, backend: Backend,
                 template: ase.Atoms, serve_log: ServeLog, stop: StopSignal) -> int:
     """Serves one engine run, or one after another with ``--persist``."""
     from umadrive.driver.batching import serve_requests
-    from umadrive.driver.connections import MAX_RETRY_INTERVAL_S, ConnectionPool, open_connections
+    from umadrive.driver.connections import MAX_RETRY_INTERVAL_S
 
     retry_s = _FIRST_RETRY_AFTER_FAILURE_S
     while True:
         try:
-            connections = open_connections(
-                address, args.connections, stop=stop, max_atoms=args.max_atoms,
-                timeout=None if args.persist else args.connect_timeout)
+            pool = _open_pool(args, address, stop, serve_log)
         except (ProtocolError, OSError) as error:
             log.error("%s", error)
             return 1
-        if connections is None:
+        if pool is None:
             return 0  # stopped while waiting for a server
-        serve_log.event("connected", f"connected to {address} ({len(connections)} "
-                        f"connection{'s' if len(connections) > 1 else ''})",
-                        address=str(address), connections=len(connections))
         requests_before = serve_log.total.requests
-        pool = ConnectionPool(connections, stop, batch_window=args.batch_window / 1e3)
         try:
             serve_requests(pool, backend, template, serve_log=serve_log, stop=stop,
                            extras=args.extras)
