@@ -28,11 +28,12 @@ class Processes:
         self.folder = folder
         self.started: list[tuple[subprocess.Popen, Path]] = []
 
-    def start(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
+    def start(self, name: str, argv: list[str], env: dict | None = None,
+              cwd: Path | None = None) -> subprocess.Popen:
         log = self.folder / f"{name}.log"
         with open(log, "w") as out:
-            process = subprocess.Popen(argv, cwd=self.folder, stdout=out, stderr=subprocess.STDOUT,
-                                       env=env)
+            process = subprocess.Popen(argv, cwd=cwd or self.folder, stdout=out,
+                                       stderr=subprocess.STDOUT, env=env)
         self.started.append((process, log))
         return process
 
@@ -41,8 +42,11 @@ class Processes:
 
     def ipi(self, input_xml: str) -> subprocess.Popen:
         (self.folder / "input.xml").write_text(input_xml)
-        executable = shutil.which("i-pi") or str(Path(sys.executable).with_name("i-pi"))
-        return self.start("ipi", [executable, "input.xml"])
+        return self.start("ipi", [self.ipi_executable(), "input.xml"])
+
+    @staticmethod
+    def ipi_executable() -> str:
+        return shutil.which("i-pi") or str(Path(sys.executable).with_name("i-pi"))
 
     def wait(self, process: subprocess.Popen) -> int:
         try:

@@ -1,12 +1,12 @@
 """MPI: i-PI 3.3's ``<ffmpi>`` served by ``umadrive serve --mpi`` ranks, and plain
 fan-out (``mpiexec -n K umadrive serve``), both launched with the real
 ``mpiexec`` of the mpich wheel; fault injection with a fake i-PI rank 0; the
-per-rank device choice."""
+per-rank device choice; which transport flags go together."""
 
 from __future__ import annotations
 
+import argparse
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -21,12 +21,16 @@ from tests.driver.pimd import (
     NBEADS, STEPS, alloy, assert_every_bead_matches_emt, pimd_input, requests_served,
 )
 from umadrive.driver.ranks import Rank, launcher_rank, rank_device
+from umadrive.driver.serve import configure
+from umadrive.driver.transports import transport_problem
 
 # the mpich wheel's launcher, next to the python whose mpi4py uses that MPICH
 MPIEXEC = Path(sys.executable).with_name("mpiexec")
 IPI = shutil.which("i-pi") or str(Path(sys.executable).with_name("i-pi"))
 SERVE = [sys.executable, "-m", "umadrive", "serve", "--model", "ase:emt",
          "--structure", "alloy.extxyz"]
+ABORTED = ("umadrive serve[rank 1]: ERROR: aborting the MPI job, i-PI included: i-PI would "
+           "wait forever for this rank's answer")
 
 
 class MpiJobs:
@@ -84,7 +88,9 @@ def test_pimd_over_ffmpi_with_two_driver_ranks(tmp_path, mpi_jobs, batch_size):
     assert mpi_jobs.wait(job) == 0, log_path.read_text()[-3000:]
     log = log_path.read_text()
     for rank in (1, 2):
-        assert f"umadrive serve[rank {rank}]: INFO: i-PI <ffmpi> at MPI rank 0 sent EXIT" in log
+        prefix = f"umadrive serve[rank {rank}]: INFO:"
+        assert f"{prefix} connected to i-PI <ffmpi> at MPI rank 0 as MPI rank {rank}" in log
+        assert f"{prefix} the server sent EXIT after" in log
     served = requests_served(log)
     assert sorted(served) == ["umadrive serve[rank 1]", "umadrive serve[rank 2]"]
     if batch_size == 1:  # with batches, how many beads one WORK carries depends on timing
@@ -112,26 +118,53 @@ def test_mpiexec_fans_out_independent_drivers_that_name_their_device(
     assert_every_bead_matches_emt(tmp_path)
 
 
+@pytest.mark.timeout(180)
+def test_ranks_that_refuse_the_system_abort_the_job_instead_of_leaving_ipi_waiting(
+        tmp_path, mpi_jobs):
+    (tmp_path / "input.xml").write_text(pimd_input(tmp_path, transport="mpi"))
+    ase.io.write(tmp_path / "small.extxyz", alloy()[:4])
+    job = mpi_jobs.start("job", ["-disable-auto-cleanup", "-n", "1", IPI, "input.xml", ":",
+                                 "-n", "2", sys.executable, "-m", "umadrive", "serve",
+                                 "--model", "ase:emt", "--structure", "small.extxyz", "--mpi"])
+    status = mpi_jobs.wait(job)  # without the abort, i-PI would wait for the answers forever
+    log = (tmp_path / "job.log").read_text()
+    assert status != 0, log
+    for rank in (1, 2):
+        assert (f"umadrive serve[rank {rank}]: ERROR: the request has 32 atoms, the template "
+                "structure has 4") in log, log
+        assert ABORTED.replace("[rank 1]", f"[rank {rank}]") in log, log
+
+
 # ---------------------------------------------------------------- fault injection
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("nat, count, body_length, message", [
-    (10**8, 1, -1, "expected WORK with at most 1000 atoms per structure (raise --max-atoms "
-                   "if the system really is that large), received nat=100000000"),
-    (32, 1, 100, "expected WORK for 1 structure(s) of 32 atoms of 114 items, received 100 items"),
-    (4, 2, -1, "expected WORK for 1 to 1 structures (batch_size 1 in INIT), received 2"),
-])
-def test_bad_work_is_refused_before_anything_is_allocated(tmp_path, mpi_jobs, nat, count,
-                                                          body_length, message):
+    (10**8, 1, -1, "i-PI <ffmpi> at MPI rank 0: expected WORK with at most 1000 atoms per "
+                   "structure (raise --max-atoms if the system really is that large), received "
+                   "nat=100000000"),
+    (32, 1, 100, "i-PI <ffmpi> at MPI rank 0: expected WORK for 1 structure(s) of 32 atoms of "
+                 "114 items, received 100 items"),
+    (4, 2, -1, "i-PI <ffmpi> at MPI rank 0: expected WORK for 1 to 1 structures (batch_size 1 "
+               "in INIT), received 2"),
+    (4, 1, 18 + 3 * 4, "the request has 4 atoms, the template structure has 32: give "
+                       "--structure the same system (atoms in the same order) the engine "
+                       "simulates; not answering i-PI <ffmpi> at MPI rank 0"),
+], ids=["too many atoms", "short body", "batch over INIT", "refused structure"])
+def test_bad_work_is_refused_and_the_job_aborted_so_ipi_does_not_wait_forever(
+        tmp_path, mpi_jobs, nat, count, body_length, message):
+    """The fake i-PI waits for RESULT like i-PI does; the job ends only because the
+    driver aborts it (Hydra's clean-up of a failed rank is switched off)."""
     fake = str(Path(__file__).with_name("fake_ffmpi.py"))
     ase.io.write(tmp_path / "alloy.extxyz", alloy())
-    job = mpi_jobs.start("job", ["-n", "1", sys.executable, fake, str(nat), str(count),
-                                 str(body_length), ":", "-n", "1", *SERVE, "--mpi",
-                                 "--max-atoms", "1000"])
-    mpi_jobs.wait(job)
+    job = mpi_jobs.start("job", ["-disable-auto-cleanup", "-n", "1", sys.executable, fake,
+                                 str(nat), str(count), str(body_length), ":", "-n", "1", *SERVE,
+                                 "--mpi", "--max-atoms", "1000"])
+    status = mpi_jobs.wait(job)
     log = (tmp_path / "job.log").read_text()
-    assert f"umadrive serve[rank 1]: ERROR: i-PI <ffmpi> at MPI rank 0: {message}" in log, log
+    assert f"umadrive serve[rank 1]: ERROR: {message}" in log, log
+    assert ABORTED in log, log
+    assert status != 0, log
 
 
 def test_mpi_outside_an_mpmd_job_is_refused(tmp_path, processes):
@@ -171,11 +204,55 @@ def test_each_rank_takes_cuda_local_rank_modulo_devices(requested, local, device
 
 
 @pytest.mark.parametrize("requested, devices, message", [
-    ("cuda", 0, "no CUDA device is visible"),
-    ("cuda:2", 2, "only 2 CUDA device(s) visible (cuda:0 to cuda:1)"),
-    ("gpu", 1, "expected cpu, cuda or cuda:N"),
-    ("cuda:x", 1, "expected cpu, cuda or cuda:N"),
+    ("gpu", 1, "--device 'gpu': Expected one of cpu, cuda"),
+    ("cuda:x", 1, "--device 'cuda:x': Invalid device string"),
+    ("cuda", 0, "--device 'cuda': torch .* sees no CUDA device; use --device cpu"),
 ])
-def test_bad_device_is_refused(requested, devices, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
-        rank_device(requested, Rank(0, 2, 0), devices)
+def test_device_the_ranks_cannot_map_is_left_for_the_loader_to_refuse(requested, devices,
+                                                                      message):
+    assert rank_device(requested, Rank(0, 2, 0), devices) == requested
+    torch = pytest.importorskip("torch")
+    if devices == 0 and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    from umadrive.driver.uma_backend import torch_device
+
+    with pytest.raises(ValueError, match=message):
+        torch_device(requested)
+
+
+# ---------------------------------------------------------------- flags
+
+
+def _problem(*argv: str) -> str | None:
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    return transport_problem(parser.parse_args(["--model", "m", "--structure", "s", *argv]))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--mpi", "--connections", "2"], "--mpi --connections 2: i-PI's <ffmpi> gives each driver "
+                                      "rank one slot; start more ranks instead"),
+    (["--mpi", "--persist"], "--mpi --persist: a driver rank lives and ends with i-PI's MPI job"),
+    (["--mpi", "--unix", "x"], "--mpi talks to i-PI over MPI: drop --unix/--host/--port"),
+    (["--mpi", "--shm"], "--mpi talks to i-PI over MPI: drop --unix/--host/--port and --shm"),
+    (["--shm", "--port", "31415"], "--shm needs the unix socket of i-PI's <ffsocket mode='shm'>"),
+    (["--mpi-name", "a", "--unix", "x"], "--mpi-name 'a' only applies with --mpi"),
+    ([], "give exactly one address: --unix NAME, or --port P [--host H] (or --mpi"),
+])
+def test_transport_flags_that_do_not_fit_are_named(argv, message):
+    assert message in (_problem(*argv) or "")
+
+
+@pytest.mark.parametrize("argv", [
+    ["--mpi"], ["--mpi", "--mpi-name", "a"], ["--shm", "--unix", "x", "--connections", "4"],
+    ["--unix", "x"], ["--port", "31415", "--host", "h"],
+])
+def test_transport_flags_that_fit_pass(argv):
+    assert _problem(*argv) is None
+
+
+def test_mpi_with_connections_exits_2_before_loading_anything(processes, tmp_path):
+    serve = processes.serve("--mpi", "--connections", "2", "--model", "no-such-model.pt",
+                            "--structure", "no-such-file.extxyz")
+    assert processes.wait(serve) == 2
+    assert "ERROR: --mpi --connections 2:" in (tmp_path / "serve.log").read_text()

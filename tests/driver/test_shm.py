@@ -1,6 +1,7 @@
 """i-PI's shared-memory transport: real i-PI 3.3 ``<ffsocket mode='shm'>`` runs
-served by ``umadrive serve --shm``, and fault injection with a fake server that
-announces bad segments."""
+served by ``umadrive serve --shm`` (one connection, or four batched together:
+every connection has its own segments), and fault injection with a fake server
+that announces bad segments."""
 
 from __future__ import annotations
 
@@ -22,17 +23,20 @@ from umadrive.structure import Prediction
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("batch_size, consolidate", [(1, True), (4, True), (1, False)])
+@pytest.mark.parametrize("batch_size, consolidate, connections",
+                         [(1, True, 1), (4, True, 1), (1, False, 1), (1, True, 4)])
 def test_pimd_over_shared_memory_every_bead_matches_direct_emt(
-        processes, tmp_path, socket_name, batch_size, consolidate):
+        processes, tmp_path, socket_name, batch_size, consolidate, connections):
     ipi = processes.ipi(pimd_input(tmp_path, unix=socket_name, transport="shm",
                                    batch_size=batch_size, consolidate=consolidate))
-    serve = processes.serve("--shm", "--unix", socket_name, "--model", "ase:emt",
-                            "--structure", str(tmp_path / "alloy.extxyz"))
+    serve = processes.serve("--shm", "--unix", socket_name, "--connections", str(connections),
+                            "--model", "ase:emt", "--structure", str(tmp_path / "alloy.extxyz"))
     assert processes.wait(ipi) == 0, processes.logs()
     assert processes.wait(serve) == 0, processes.logs()
     log = (tmp_path / "serve.log").read_text()
-    assert "(shared memory) sent EXIT" in log, log
+    count = f"{connections} connection{'s' if connections > 1 else ''}"
+    assert f"connected to unix:/tmp/ipi_{socket_name} (shared memory, {count})" in log, log
+    assert "the server sent EXIT after" in log, log
     assert requests_served(log) == {"umadrive serve": NBEADS * (STEPS + 1) // batch_size}
     assert_every_bead_matches_emt(tmp_path)
 

@@ -25,6 +25,9 @@ class IpiRun:
     trajectories: per-bead quantities written every step to
         ``<output_prefix>.<quantity>_<bead>.extxyz`` (ASE's extended XYZ, in ASE
         units: i-PI converts with ase.units, as umadrive does).
+    extras: also write each bead's extras (the JSON the driver sent) every step to
+        ``<output_prefix>.extras_<bead>``.
+    verbosity: i-PI's; ``high`` prints the time of every step.
     """
 
     structure: str
@@ -44,8 +47,10 @@ class IpiRun:
     properties: tuple[str, ...] = ("step", "time{picosecond}", "conserved{electronvolt}",
                                    "temperature{kelvin}", "potential{electronvolt}")
     trajectories: tuple[str, ...] = ()
+    extras: bool = False
     seed: int = 3348
     output_prefix: str = "sim"
+    verbosity: str = "low"
 
     def __post_init__(self) -> None:
         if self.transport not in ("socket", "shm", "mpi"):
@@ -83,6 +88,8 @@ def ipi_input_xml(run: IpiRun) -> str:
         f"<trajectory filename='{q}' stride='1' format='ase'>{q}</trajectory>"
         for q in run.trajectories
     )
+    if run.extras:
+        trajectories += "<trajectory filename='extras' stride='1'>extras</trajectory>"
     ensemble = f"<temperature units='kelvin'>{run.temperature_k}</temperature>"
     thermostat = ("<thermostat mode='pile_g'><tau units='femtosecond'>100</tau></thermostat>")
     timestep = f"<timestep units='femtosecond'>{run.timestep_fs}</timestep>"
@@ -97,7 +104,7 @@ def ipi_input_xml(run: IpiRun) -> str:
             "<thermostat mode='langevin'><tau units='femtosecond'>100</tau></thermostat>"
             f"</barostat>{thermostat}{timestep}</dynamics>"
         )
-    return f"""<simulation verbosity='low' safe_stride='1000' floatformat='%25.16e' sockets_prefix='{escape(run.prefix)}'>
+    return f"""<simulation verbosity='{escape(run.verbosity)}' safe_stride='1000' floatformat='%25.16e' sockets_prefix='{escape(run.prefix)}'>
   <output prefix='{run.output_prefix}'>
     <properties stride='1' filename='out'>[{', '.join(run.properties)}]</properties>
     {trajectories}

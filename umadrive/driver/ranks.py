@@ -39,22 +39,12 @@ def launcher_rank(environ: Mapping[str, str]) -> Rank | None:
 
 
 def rank_device(requested: str, rank: Rank | None, cuda_devices: int) -> str:
-    """The device for this process: ``cuda`` becomes ``cuda:(local rank %
-    cuda_devices)`` (``cuda:0`` outside MPI); ``cpu`` and an explicit
-    ``cuda:N`` are kept. Raises ValueError when CUDA is asked for and none is
-    visible, or ``cuda:N`` names a device that does not exist."""
-    if requested == "cpu":
-        return requested
-    kind, _, index = requested.partition(":")
-    if kind != "cuda" or (index and not index.isdigit()):
-        raise ValueError(f"--device {requested!r}: expected cpu, cuda or cuda:N")
-    if cuda_devices < 1:
-        raise ValueError(f"--device {requested}: no CUDA device is visible; use --device cpu "
-                         "or check CUDA_VISIBLE_DEVICES and the torch build")
-    if index:
-        if int(index) >= cuda_devices:
-            raise ValueError(f"--device {requested}: only {cuda_devices} CUDA device(s) visible "
-                             f"(cuda:0 to cuda:{cuda_devices - 1})")
+    """The device this process takes: ``cuda`` becomes ``cuda:(local rank %
+    cuda_devices)`` (``cuda:0`` outside MPI) when CUDA devices are visible;
+    anything else (``cpu``, ``cuda:N``, ``cuda`` with none visible, a typo) is
+    returned as given, for the model loader to check
+    (:func:`umadrive.driver.uma_backend.torch_device`)."""
+    if requested != "cuda" or cuda_devices < 1:
         return requested
     local = rank.local if rank is not None else 0
     return f"cuda:{local % cuda_devices}"

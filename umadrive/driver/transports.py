@@ -1,5 +1,5 @@
 """``umadrive serve`` options for the transport (plain socket, i-PI's shared
-memory or MPI) and the device, and the connection they open."""
+memory or MPI), the device each MPI rank takes, and the request pool they open."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 from umadrive.driver.ranks import Rank, launcher_rank, rank_device
 
 if TYPE_CHECKING:
-    from umadrive.protocol.client import DriverConnection
-    from umadrive.protocol.mpi import MpiConnection
+    from umadrive.driver.batching import RequestPool
+    from umadrive.driver.lifecycle import StopSignal
+    from umadrive.driver.stats import ServeLog
+    from umadrive.protocol.addresses import Address
 
 
 def add_transport_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,27 +27,32 @@ def add_transport_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mpi-name", default="", metavar="NAME",
                        help="with --mpi: the <ffmpi name='NAME'> to serve when the input has "
                             "several (default: the only one)")
-    parser.add_argument("--device", default="cpu",
-                        help="cpu, cuda or cuda:N; under mpiexec, cuda means cuda:(local rank "
-                             "%% visible devices) (default %(default)s)")
 
 
-def check_transport_arguments(args: argparse.Namespace) -> None:
-    """Raises ValueError naming the flags when the address does not fit the
-    transport."""
-    has_address = args.unix is not None or args.port is not None or args.host is not None
-    if args.mpi:
-        if has_address or args.shm:
-            raise ValueError("--mpi talks to i-PI over MPI: drop --unix/--host/--port and --shm")
-    elif args.shm:
-        if args.unix is None or args.port is not None or args.host is not None:
-            raise ValueError("--shm needs the unix socket of i-PI's <ffsocket mode='shm'>: "
-                             "give --unix NAME (and --prefix), not --host/--port")
-    elif (args.unix is None) == (args.port is None):
-        raise ValueError("give exactly one address: --unix NAME, or --port P [--host H] "
-                         "(or --mpi under mpiexec)")
+def transport_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the address and transport flags together, or None."""
     if args.mpi_name and not args.mpi:
-        raise ValueError(f"--mpi-name {args.mpi_name!r} only applies with --mpi")
+        return f"--mpi-name {args.mpi_name!r} only applies with --mpi"
+    if args.mpi:
+        if args.unix is not None or args.port is not None or args.host is not None or args.shm:
+            return "--mpi talks to i-PI over MPI: drop --unix/--host/--port and --shm"
+        if args.connections != 1:
+            return (f"--mpi --connections {args.connections}: i-PI's <ffmpi> gives each driver "
+                    "rank one slot; start more ranks instead (`... : -n K umadrive serve --mpi`) "
+                    "or use <batch_size>")
+        if args.persist:
+            return ("--mpi --persist: a driver rank lives and ends with i-PI's MPI job; drop "
+                    "--persist (it is for socket servers that come and go)")
+        return None
+    if args.shm:
+        if args.unix is None or args.port is not None or args.host is not None:
+            return ("--shm needs the unix socket of i-PI's <ffsocket mode='shm'>: give --unix "
+                    "NAME (and --prefix), not --host/--port")
+        return None
+    if (args.unix is None) == (args.port is None):
+        return ("give exactly one address: --unix NAME, or --port P [--host H] (or --mpi under "
+                "mpiexec)")
+    return None
 
 
 def process_rank() -> Rank | None:
@@ -54,10 +61,11 @@ def process_rank() -> Rank | None:
 
 
 def choose_device(requested: str, rank: Rank | None) -> str:
-    """``--device`` resolved for this rank (see :func:`rank_device`); CUDA devices
-    are counted with torch, imported only when CUDA is asked for."""
+    """``--device`` for this rank (see :func:`rank_device`); CUDA devices are
+    counted with torch, imported only for ``cuda``. The result is checked where
+    the model loads."""
     cuda_devices = 0
-    if requested.startswith("cuda"):
+    if requested == "cuda":
         try:
             import torch
         except ImportError:
@@ -67,18 +75,31 @@ def choose_device(requested: str, rank: Rank | None) -> str:
     return rank_device(requested, rank, cuda_devices)
 
 
-def open_connection(args: argparse.Namespace) -> DriverConnection | MpiConnection:
-    """The connection the flags ask for (checked by :func:`check_transport_arguments`)."""
+def open_pool(args: argparse.Namespace, address: Address | None, stop: StopSignal,
+              serve_log: ServeLog) -> RequestPool | None:
+    """The transport the flags ask for, connected: connections to the server at
+    ``address`` (plain or shared memory), or this MPI rank of i-PI's job
+    (``address`` None). Returns None if a stop signal came first; raises
+    ProtocolError/OSError when it cannot be opened."""
     if args.mpi:
+        from umadrive.driver.mpi_pool import MpiPool
         from umadrive.protocol.mpi import connect_mpi
 
-        return connect_mpi(name=args.mpi_name, max_atoms=args.max_atoms)
-    if args.shm:
-        from umadrive.protocol.shm import connect_shm
+        connection = connect_mpi(name=args.mpi_name, max_atoms=args.max_atoms)
+        serve_log.event("connected", f"connected to {connection.peer} as MPI rank "
+                        f"{connection.rank}", transport="mpi", peer=connection.peer,
+                        rank=connection.rank)
+        return MpiPool(connection)
+    from umadrive.driver.connections import ConnectionPool, open_connections
 
-        return connect_shm(unix=args.unix, prefix=args.prefix, timeout=args.connect_timeout,
-                           max_atoms=args.max_atoms)
-    from umadrive.protocol import connect
-
-    return connect(unix=args.unix, prefix=args.prefix, host=args.host, port=args.port,
-                   timeout=args.connect_timeout, max_atoms=args.max_atoms)
+    connections = open_connections(address, args.connections, stop=stop, max_atoms=args.max_atoms,
+                                   timeout=None if args.persist else args.connect_timeout,
+                                   shared_memory=args.shm)
+    if connections is None:
+        return None
+    count = f"{len(connections)} connection{'s' if len(connections) > 1 else ''}"
+    serve_log.event("connected",
+                    f"connected to {address} ({'shared memory, ' if args.shm else ''}{count})",
+                    transport="shm" if args.shm else "socket", address=str(address),
+                    connections=len(connections))
+    return ConnectionPool(connections, stop, batch_window=args.batch_window / 1e3)

@@ -82,45 +82,67 @@ class DriverConnection:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @property
+    def init(self) -> InitInfo | None:
+        """What the server's INIT said; None until it sent one (ASE and LAMMPS never do)."""
+        return self._init
+
+    @property
+    def state(self) -> str:
+        """``NEEDINIT``, ``READY``, ``computing`` (a request awaits
+        :meth:`send_predictions`) or ``HAVEDATA`` (the reply awaits GETFORCE)."""
+        return self._state
+
     def next_request(self) -> Request | None:
         """Answers STATUS, INIT and GETFORCE until POSDATA arrives and returns it.
         Returns None on EXIT, or when the server closes while no exchange is open
         (``end_reason`` says which). Raises :class:`ProtocolError` otherwise."""
+        while self.end_reason is None:
+            request = self.read_message()
+            if request is not None:
+                return request
+        return None
+
+    def read_message(self) -> Request | None:
+        """Reads and answers one message (blocking until it has arrived). Returns
+        the :class:`Request` when it was POSDATA, else None; ``end_reason`` is set
+        once the server sent EXIT or closed while no exchange was open. For
+        drivers that wait on many connections with :mod:`selectors`."""
         if self._state == _COMPUTING:
             raise RuntimeError("send_predictions() must answer the previous request first")
+        if self.end_reason is not None:
+            raise RuntimeError(f"the server ended this connection ({self.end_reason})")
         channel = self._channel
-        while True:
-            header = channel.read_header(f"a header in state {self._state}")
-            if header is None:
-                if self._state == _HAVEDATA:
-                    raise ProtocolError(
-                        channel.peer, "GETFORCE for the computed results", "end of stream"
-                    )
-                self.end_reason = "EOF"
-                return None
-            if header == msg.STATUS:
-                channel.send(_STATUS_REPLY[self._state])
-            elif header == msg.POSDATA and self._state != _HAVEDATA:
-                return self._read_posdata()
-            elif header == msg.GETFORCE and self._state == _HAVEDATA:
-                reply, self._reply, self._request = self._reply, None, None
-                self._state = _READY
-                channel.send(reply)
-            elif header == msg.INIT and self._state != _HAVEDATA:
-                self._init = msg.read_init(channel)
-                self._state = _READY
-            elif header == msg.EXIT:
-                self.end_reason = "EXIT"
-                return None
-            else:
-                allowed = {
-                    _NEEDINIT: "STATUS, INIT, POSDATA or EXIT",
-                    _READY: "STATUS, INIT, POSDATA or EXIT",
-                    _HAVEDATA: "STATUS, GETFORCE or EXIT",
-                }[self._state]
+        header = channel.read_header(f"a header in state {self._state}")
+        if header is None:
+            if self._state == _HAVEDATA:
                 raise ProtocolError(
-                    channel.peer, f"{allowed} in state {self._state}", msg.header_name(header)
+                    channel.peer, "GETFORCE for the computed results", "end of stream"
                 )
+            self.end_reason = "EOF"
+        elif header == msg.STATUS:
+            channel.send(_STATUS_REPLY[self._state])
+        elif header == msg.POSDATA and self._state != _HAVEDATA:
+            return self._read_posdata()
+        elif header == msg.GETFORCE and self._state == _HAVEDATA:
+            reply, self._reply, self._request = self._reply, None, None
+            self._state = _READY
+            channel.send(reply)
+        elif header == msg.INIT and self._state != _HAVEDATA:
+            self._init = msg.read_init(channel)
+            self._state = _READY
+        elif header == msg.EXIT:
+            self.end_reason = "EXIT"
+        else:
+            allowed = {
+                _NEEDINIT: "STATUS, INIT, POSDATA or EXIT",
+                _READY: "STATUS, INIT, POSDATA or EXIT",
+                _HAVEDATA: "STATUS, GETFORCE or EXIT",
+            }[self._state]
+            raise ProtocolError(
+                channel.peer, f"{allowed} in state {self._state}", msg.header_name(header)
+            )
+        return None
 
     def _read_posdata(self) -> Request:
         batch_size = self._init.batch_size if self._init is not None else 1

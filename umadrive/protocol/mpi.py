@@ -92,6 +92,12 @@ class MpiConnection:
     def close(self) -> None:
         """Nothing to release: MPI ends with the process (mpi4py finalizes)."""
 
+    def abort(self, status: int = 1) -> None:
+        """Ends the whole MPI job, i-PI included, with ``status`` (``MPI_Abort``):
+        i-PI waits for every answer it hands out, with no timeout, so a rank that
+        gives up on a request must not leave it waiting."""
+        self._comm.Abort(status)
+
     def __enter__(self) -> MpiConnection:
         return self
 
