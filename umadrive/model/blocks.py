@@ -1,0 +1,240 @@
+"""The layers of an eSCN-MD block: radial MLPs, the spherical-harmonic RMS norm,
+SO(3) and SO(2) linear maps, the gate activation, the edge-wise message and the
+atom-wise feed-forward.
+
+Shapes: N atoms, E edges, C sphere channels, H hidden channels, node features
+``(N, (lmax+1)**2, C)`` l-major, edge features ``(E, n_edge, channels)`` m-major
+(:class:`~umadrive.model.so3.CoefficientLayout`). Attribute names follow the
+parameter names of UMA checkpoints, so their state dicts load as they are.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from umadrive.model.mole import ExpertRouting, MixtureOfLinearExperts
+from umadrive.model.so3 import CoefficientLayout
+
+
+class RadialMLP(nn.Module):
+    """Linear -> LayerNorm -> SiLU, repeated, then a final Linear. ``widths``: [in, ..., out]."""
+
+    def __init__(self, widths: list[int]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for index, (width_in, width_out) in enumerate(zip(widths[:-1], widths[1:])):
+            layers.append(nn.Linear(width_in, width_out))
+            if index < len(widths) - 2:
+                layers += [nn.LayerNorm(width_out), nn.SiLU()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def degree_index(lmax: int) -> torch.Tensor:
+    """(lmax+1)**2 long: the degree l of each l-major node coefficient."""
+    return torch.tensor([l for l in range(lmax + 1) for _ in range(2 * l + 1)])
+
+
+class EquivariantRMSNorm(nn.Module):
+    """RMS norm over all coefficients and channels of a node (fairchem's ``rms_norm_sh``).
+
+    The l = 0 coefficient is centred over channels first; each degree weighs
+    ``1 / ((2l+1)(lmax+1))`` in the mean square; a scale per (l, channel) and a
+    bias on l = 0 follow. ``eps = 1e-5``.
+    """
+
+    def __init__(self, lmax: int, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.lmax = lmax
+        self.eps = eps
+        self.affine_weight = nn.Parameter(torch.ones(lmax + 1, channels))
+        self.affine_bias = nn.Parameter(torch.zeros(channels))
+        degrees = degree_index(lmax)
+        self.register_buffer("degrees", degrees, persistent=False)
+        self.register_buffer("degree_weight",
+                             1.0 / ((2 * degrees + 1) * (lmax + 1)).to(torch.float64),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scalars = x[:, :1] - x[:, :1].mean(dim=2, keepdim=True)
+        x = torch.cat((scalars, x[:, 1:]), dim=1)
+        mean_square = torch.einsum("nic,i->n", x.pow(2), self.degree_weight.to(x.dtype))
+        mean_square = mean_square / x.shape[2]
+        scale = (mean_square + self.eps).rsqrt()[:, None, None] * self.affine_weight[self.degrees]
+        out = x * scale
+        return torch.cat((out[:, :1] + self.affine_bias, out[:, 1:]), dim=1)
+
+
+class SO3Linear(nn.Module):
+    """A linear map per degree l (weight (lmax+1, out, in)), bias on l = 0."""
+
+    def __init__(self, in_features: int, out_features: int, lmax: int) -> None:
+        super().__init__()
+        bound = in_features ** -0.5
+        self.weight = nn.Parameter(torch.empty(lmax + 1, out_features, in_features)
+                                   .uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.register_buffer("degrees", degree_index(lmax), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.einsum("nic,ioc->nio", x, self.weight[self.degrees])
+        return torch.cat((out[:, :1] + self.bias, out[:, 1:]), dim=1)
+
+
+class SO2mConv(nn.Module):
+    """The SO(2) convolution of one order m > 0 as a complex multiplication.
+
+    Input (E, 2, k*C_in) holds the +m and -m coefficients of the k = lmax-m+1
+    degrees; ``fc`` has weight rows [W1; W2] and gives
+    ``(+m) = W1 x+ - W2 x-``, ``(-m) = W2 x+ + W1 x-``, each (E, k, C_out).
+    """
+
+    def __init__(self, num_experts: int, degrees: int, in_channels: int,
+                 out_channels: int) -> None:
+        super().__init__()
+        self.degrees = degrees
+        self.out_channels = out_channels
+        self.fc = MixtureOfLinearExperts(num_experts, degrees * in_channels,
+                                         2 * degrees * out_channels, bias=False)
+
+    def forward(self, x: torch.Tensor, routing: ExpertRouting) -> torch.Tensor:
+        y = self.fc(x, routing).view(x.shape[0], 2, 2, -1)  # (E, +-m in, W1/W2, k*C_out)
+        plus = y[:, 0, 0] - y[:, 1, 1]
+        minus = y[:, 0, 1] + y[:, 1, 0]
+        return torch.stack((plus, minus), dim=1).view(x.shape[0], 2 * self.degrees,
+                                                      self.out_channels)
+
+
+class SO2Convolution(nn.Module):
+    """Linear maps between edge features that commute with rotations about the edge.
+
+    m = 0: ``fc_m0`` on all degrees at once (with bias); m > 0: :class:`SO2mConv`.
+    With ``radial_widths`` the inputs are first multiplied per (m, l, channel) by
+    a radial MLP of the edge scalars. ``gate_channels`` extra m = 0 outputs are
+    returned separately (the gates of the activation that follows).
+    """
+
+    def __init__(self, layout: CoefficientLayout, in_channels: int, out_channels: int,
+                 num_experts: int, *, radial_widths: list[int] | None = None,
+                 gate_channels: int = 0) -> None:
+        super().__init__()
+        self.layout = layout
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.gate_channels = gate_channels
+        m0_in = layout.m_sizes[0] * in_channels
+        self.fc_m0 = MixtureOfLinearExperts(
+            num_experts, m0_in, layout.m_sizes[0] * out_channels + gate_channels, bias=True)
+        self.so2_m_conv = nn.ModuleList(
+            SO2mConv(num_experts, size, in_channels, out_channels)
+            for size in layout.m_sizes[1:])
+        self.radial_split = [size * in_channels for size in layout.m_sizes]
+        if radial_widths is not None:
+            self.rad_func = RadialMLP([*radial_widths, sum(self.radial_split)])
+        else:
+            self.rad_func = None
+
+    def forward(self, x: torch.Tensor, routing: ExpertRouting,
+                edge_scalars: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (E, n_edge, C_in) -> ((E, n_edge, C_out), gates (E, gate_channels) or None)."""
+        num_edges = x.shape[0]
+        groups = x.split(self.layout.m_groups, dim=1)
+        radial = None
+        if self.rad_func is not None:
+            radial = self.rad_func(edge_scalars).split(self.radial_split, dim=1)
+
+        m0 = groups[0].reshape(num_edges, -1)
+        if radial is not None:
+            m0 = m0 * radial[0]
+        m0 = self.fc_m0(m0, routing)
+        gates = None
+        if self.gate_channels:
+            gates, m0 = m0.split((self.gate_channels, m0.shape[1] - self.gate_channels), dim=1)
+        out = [m0.view(num_edges, -1, self.out_channels)]
+        for m, conv in enumerate(self.so2_m_conv, start=1):
+            xm = groups[m].reshape(num_edges, 2, -1)
+            if radial is not None:
+                xm = xm * radial[m][:, None, :]
+            out.append(conv(xm, routing))
+        return torch.cat(out, dim=1), gates
+
+
+class Edgewise(nn.Module):
+    """The message of every edge, rotated back and summed onto its centre atom.
+
+    ``x_j || x_i`` (source first) in the edge frame -> SO2Conv1 (radial-weighted,
+    2C -> H, plus lmax*H gates) -> gate -> SO2Conv2 (H -> C) -> inverse rotation
+    times the envelope -> sum over the edges of each centre (no normalisation).
+    """
+
+    def __init__(self, layout: CoefficientLayout, sphere_channels: int, hidden_channels: int,
+                 num_experts: int, radial_widths: list[int]) -> None:
+        super().__init__()
+        self.hidden_channels = hidden_channels
+        self.so2_conv_1 = SO2Convolution(layout, 2 * sphere_channels, hidden_channels,
+                                         num_experts, radial_widths=radial_widths,
+                                         gate_channels=layout.lmax * hidden_channels)
+        self.so2_conv_2 = SO2Convolution(layout, hidden_channels, sphere_channels, num_experts)
+        # gate g[l-1] for each edge coefficient of degree l >= 1
+        self.register_buffer("gate_index",
+                             torch.tensor([l - 1 for l in layout.degree_of_edge_coefficients()[1:]]),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_scalars: torch.Tensor,
+                wigner: torch.Tensor, wigner_inv_envelope: torch.Tensor,
+                routing: ExpertRouting) -> torch.Tensor:
+        source, centre = edge_index
+        message = torch.bmm(wigner, torch.cat((x[source], x[centre]), dim=2))
+        message, gates = self.so2_conv_1(message, routing, edge_scalars)
+        gates = torch.sigmoid(gates).view(gates.shape[0], -1, self.hidden_channels)
+        message = torch.cat((F.silu(message[:, :1]), message[:, 1:] * gates[:, self.gate_index]),
+                            dim=1)
+        message, _ = self.so2_conv_2(message, routing)
+        message = torch.bmm(wigner_inv_envelope, message)
+        return torch.zeros_like(x).index_add(0, centre, message)
+
+
+class SpectralFeedForward(nn.Module):
+    """Atom-wise: ``SO3Linear_2(gate(SO3Linear_1(x), sigmoid(SiLU(Linear(x_l0)))))``."""
+
+    def __init__(self, lmax: int, sphere_channels: int, hidden_channels: int) -> None:
+        super().__init__()
+        self.hidden_channels = hidden_channels
+        self.scalar_mlp = nn.Sequential(nn.Linear(sphere_channels, lmax * hidden_channels),
+                                        nn.SiLU())
+        self.so3_linear_1 = SO3Linear(sphere_channels, hidden_channels, lmax)
+        self.so3_linear_2 = SO3Linear(hidden_channels, sphere_channels, lmax)
+        self.register_buffer("gate_index", degree_index(lmax)[1:] - 1, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gates = torch.sigmoid(self.scalar_mlp(x[:, 0])).view(x.shape[0], -1, self.hidden_channels)
+        y = self.so3_linear_1(x)
+        y = torch.cat((F.silu(y[:, :1]), y[:, 1:] * gates[:, self.gate_index]), dim=1)
+        return self.so3_linear_2(y)
+
+
+class ESCNBlock(nn.Module):
+    """``x += Edgewise(norm_1(x) + system embedding on l0)``; ``x += FF(norm_2(x))``."""
+
+    def __init__(self, layout: CoefficientLayout, sphere_channels: int, hidden_channels: int,
+                 num_experts: int, radial_widths: list[int]) -> None:
+        super().__init__()
+        self.norm_1 = EquivariantRMSNorm(layout.lmax, sphere_channels)
+        self.edge_wise = Edgewise(layout, sphere_channels, hidden_channels, num_experts,
+                                  radial_widths)
+        self.norm_2 = EquivariantRMSNorm(layout.lmax, sphere_channels)
+        self.atom_wise = SpectralFeedForward(layout.lmax, sphere_channels, hidden_channels)
+
+    def forward(self, x: torch.Tensor, system_embedding: torch.Tensor, edge_index: torch.Tensor,
+                edge_scalars: torch.Tensor, wigner: torch.Tensor,
+                wigner_inv_envelope: torch.Tensor, routing: ExpertRouting) -> torch.Tensor:
+        """system_embedding: (N, C), the system's charge/spin/task embedding per atom."""
+        y = self.norm_1(x)
+        y = torch.cat((y[:, :1] + system_embedding[:, None], y[:, 1:]), dim=1)
+        x = x + self.edge_wise(y, edge_index, edge_scalars, wigner, wigner_inv_envelope, routing)
+        return x + self.atom_wise(self.norm_2(x))

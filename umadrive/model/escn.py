@@ -1,0 +1,212 @@
+"""The eSCN-MD backbone with mixture-of-linear-experts routing (UMA 1.0 / 1.1).
+
+``ESCNMDBackbone.forward`` maps atoms, a graph and per-system charge, spin and
+task to node features ``(N, (lmax+1)**2, C)`` after the final norm. Every size
+comes from :class:`~umadrive.model.config.BackboneConfig`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from umadrive.model.blocks import ESCNBlock, EquivariantRMSNorm, RadialMLP
+from umadrive.model.config import BackboneConfig
+from umadrive.model.mole import ExpertRouting
+from umadrive.model.so3 import CoefficientLayout, EdgeRotation, wigner_j
+
+#: Index offsets of the charge (-100..100) and spin (0..100) embedding tables.
+CHARGE_OFFSET, CHARGE_ROWS = 100, 201
+SPIN_OFFSET, SPIN_ROWS = 0, 101
+#: fairchem's fixed rescaling of the edge-degree sum ("sqrt of the average degree").
+EDGE_DEGREE_RESCALE = 5.0
+
+
+@dataclass(frozen=True)
+class GraphInputs:
+    """What the backbone needs about one batch of B systems and E edges.
+
+    numbers: (N,) long atomic numbers. batch: (N,) long system of each atom.
+    edge_index: (2, E) long, [0] neighbour j (source), [1] centre i; edges grouped
+        by system in system order. edge_vectors: (E, 3) Å, ``pos_j + shift - pos_i``.
+    charge, spin: (B,) long. datasets: B task names.
+    """
+
+    numbers: torch.Tensor
+    batch: torch.Tensor
+    edge_index: torch.Tensor
+    edge_vectors: torch.Tensor
+    charge: torch.Tensor
+    spin: torch.Tensor
+    datasets: tuple[str, ...]
+
+
+class TableEmbedding(nn.Module):
+    """A learned vector per integer value (charge or spin), index = value + offset."""
+
+    def __init__(self, rows: int, offset: int, channels: int) -> None:
+        super().__init__()
+        self.offset = offset
+        self.rand_emb = nn.Embedding(rows, channels)
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        return self.rand_emb(values + self.offset)
+
+
+class DatasetEmbedding(nn.Module):
+    """A learned vector per task (dataset) name."""
+
+    def __init__(self, datasets: list[str], channels: int) -> None:
+        super().__init__()
+        self.dataset_emb_dict = nn.ModuleDict({name: nn.Embedding(1, channels)
+                                               for name in datasets})
+
+    def forward(self, datasets: tuple[str, ...]) -> torch.Tensor:
+        return torch.cat([self.dataset_emb_dict[name].weight for name in datasets])
+
+
+class GaussianBasis(nn.Module):
+    """``exp(-((d - mu_k) / (2 delta))**2 / 2)`` on ``mu = linspace(0, cutoff, n)``."""
+
+    def __init__(self, cutoff: float, size: int) -> None:
+        super().__init__()
+        self.register_buffer("centres", torch.linspace(0.0, cutoff, size, dtype=torch.float64),
+                             persistent=False)
+        self.coefficient = -0.5 / (2.0 * cutoff / (size - 1)) ** 2
+
+    def forward(self, distance: torch.Tensor) -> torch.Tensor:
+        return torch.exp(self.coefficient * (distance[:, None] - self.centres) ** 2)
+
+
+def polynomial_envelope(scaled_distance: torch.Tensor) -> torch.Tensor:
+    """``1 - 21 u^5 + 35 u^6 - 15 u^7`` for u < 1, else 0 (smooth to 2nd order at 1)."""
+    u = scaled_distance
+    value = 1 + u.pow(5) * (-21.0 + u * (35.0 - 15.0 * u))
+    return torch.where(u < 1, value, torch.zeros_like(u))
+
+
+class EdgeDegreeEmbedding(nn.Module):
+    """Initial l > 0 features: ``x_i += sum_j (D^T env)[:, :, m=0] RadialMLP(edge) / 5``."""
+
+    def __init__(self, layout: CoefficientLayout, channels: int, radial_widths: list[int]) -> None:
+        super().__init__()
+        self.m0 = layout.m_sizes[0]
+        self.channels = channels
+        self.rad_func = RadialMLP([*radial_widths, self.m0 * channels])
+
+    def forward(self, x: torch.Tensor, edge_scalars: torch.Tensor, centre: torch.Tensor,
+                wigner_inv_envelope: torch.Tensor) -> torch.Tensor:
+        radial = self.rad_func(edge_scalars).view(-1, self.m0, self.channels)
+        embedding = torch.bmm(wigner_inv_envelope[:, :, :self.m0], radial)
+        return x.index_add(0, centre, embedding / EDGE_DEGREE_RESCALE)
+
+
+class ESCNMDBackbone(nn.Module):
+    """eSCN-MD message passing with MoLE SO(2) convolutions; parameter names as in UMA."""
+
+    def __init__(self, config: BackboneConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config.sphere_channels
+        self.layout = CoefficientLayout(config.lmax, config.mmax)
+        for l in range(config.lmax + 1):
+            self.register_buffer(f"Jd_{l}", wigner_j(l).clone())
+        self.rotation = EdgeRotation(self.layout, torch.float64)
+
+        self.sphere_embedding = nn.Embedding(config.max_num_elements, c)
+        self.charge_embedding = TableEmbedding(CHARGE_ROWS, CHARGE_OFFSET, c)
+        self.spin_embedding = TableEmbedding(SPIN_ROWS, SPIN_OFFSET, c)
+        self.dataset_embedding = DatasetEmbedding(config.datasets, c)
+        self.mix_csd = nn.Linear(3 * c, c)
+
+        self.distance_expansion = GaussianBasis(config.cutoff, config.num_distance_basis)
+        self.source_embedding = nn.Embedding(config.max_num_elements, config.edge_channels)
+        self.target_embedding = nn.Embedding(config.max_num_elements, config.edge_channels)
+        radial_widths = [config.num_distance_basis + 2 * config.edge_channels,
+                         config.edge_channels, config.edge_channels]
+        self.edge_degree_embedding = EdgeDegreeEmbedding(self.layout, c, radial_widths)
+        self.blocks = nn.ModuleList(
+            ESCNBlock(self.layout, c, config.hidden_channels, config.num_experts, radial_widths)
+            for _ in range(config.num_layers))
+        self.norm = EquivariantRMSNorm(config.lmax, c)
+
+        experts = config.num_experts
+        router_in = (2 if config.use_composition_embedding else 1) * c
+        self.routing_mlp = nn.Sequential(
+            nn.Linear(router_in, 2 * experts), nn.SiLU(),
+            nn.Linear(2 * experts, 2 * experts), nn.SiLU(),
+            nn.Linear(2 * experts, experts), nn.SiLU())
+        if config.use_composition_embedding:
+            self.composition_embedding = nn.Embedding(config.max_num_elements, c)
+
+    def check_wigner_constants(self, tolerance: float = 1e-5) -> None:
+        """Raise ValueError if the loaded ``Jd_l`` buffers are not this module's convention;
+        then reset them to their exact float64 values (a checkpoint may hold them rounded)."""
+        for l in range(self.config.lmax + 1):
+            loaded = getattr(self, f"Jd_{l}")
+            exact = wigner_j(l).to(loaded.device)
+            error = float((loaded.double() - exact).abs().max())
+            if error > tolerance:
+                raise ValueError(
+                    f"checkpoint buffer Jd_{l} differs from the real spherical-harmonic convention "
+                    f"umadrive implements by {error:.2e} (> {tolerance:g}); this checkpoint uses a "
+                    f"different basis and cannot be evaluated correctly")
+            loaded.copy_(exact.to(loaded.dtype))
+
+    def system_embedding(self, charge: torch.Tensor, spin: torch.Tensor,
+                         datasets: tuple[str, ...]) -> torch.Tensor:
+        """(B, C): ``SiLU(mix_csd([E_charge; E_spin; E_task]))``."""
+        mixed = torch.cat((self.charge_embedding(charge), self.spin_embedding(spin),
+                           self.dataset_embedding(datasets)), dim=1)
+        return F.silu(self.mix_csd(mixed))
+
+    def expert_coefficients(self, numbers: torch.Tensor, batch: torch.Tensor,
+                            system_embedding: torch.Tensor) -> torch.Tensor:
+        """(B, n_experts): ``softmax(router([composition; system embedding])) + 0.005``.
+
+        The composition is the mean of ``composition_embedding[Z]`` over a system's
+        atoms; UMA 1.0 divides the sum by n + 1 instead (fairchem's include_self quirk).
+        """
+        features = [system_embedding]
+        if self.config.use_composition_embedding:
+            per_atom = self.composition_embedding(numbers)
+            total = per_atom.new_zeros(system_embedding.shape).index_add(0, batch, per_atom)
+            counts = torch.bincount(batch, minlength=system_embedding.shape[0])
+            counts = counts.to(per_atom.dtype) + (1 if self.config.composition_includes_self else 0)
+            features.insert(0, total / counts.clamp(min=1)[:, None])
+        logits = self.routing_mlp(torch.cat(features, dim=1))
+        return torch.softmax(logits, dim=1) + 0.005
+
+    def forward(self, inputs: GraphInputs) -> torch.Tensor:
+        """Node features (N, (lmax+1)**2, C) after the final norm."""
+        numbers, batch = inputs.numbers, inputs.batch
+        source, centre = inputs.edge_index
+        dtype = inputs.edge_vectors.dtype
+        num_systems = inputs.charge.shape[0]
+
+        system = self.system_embedding(inputs.charge, inputs.spin, inputs.datasets)
+        edge_counts = torch.bincount(batch[centre], minlength=num_systems)
+        routing = ExpertRouting(self.expert_coefficients(numbers, batch, system),
+                                tuple(edge_counts.tolist()))
+
+        wigner = self.rotation(inputs.edge_vectors).to(dtype)
+        distance = torch.linalg.vector_norm(inputs.edge_vectors, dim=1)
+        envelope = polynomial_envelope(distance / self.config.cutoff)
+        wigner_inv_envelope = wigner.transpose(1, 2) * envelope[:, None, None]
+        edge_scalars = torch.cat((self.distance_expansion(distance).to(dtype),
+                                  self.source_embedding(numbers[source]),
+                                  self.target_embedding(numbers[centre])), dim=1)
+
+        system_per_atom = system[batch]
+        x = torch.zeros((numbers.shape[0], self.layout.num_node_coefficients,
+                         self.config.sphere_channels), dtype=dtype, device=numbers.device)
+        x[:, 0] = self.sphere_embedding(numbers) + system_per_atom
+        x = self.edge_degree_embedding(x, edge_scalars, centre, wigner_inv_envelope)
+        for block in self.blocks:
+            x = block(x, system_per_atom, inputs.edge_index, edge_scalars, wigner,
+                      wigner_inv_envelope, routing)
+        return self.norm(x)

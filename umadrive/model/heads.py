@@ -1,0 +1,99 @@
+"""Energy head and the per-task output scaling of UMA.
+
+The network predicts a normalised energy; per task (dataset) a checkpoint holds
+a normaliser ``(mean, rmsd)`` for energy, forces and stress and per-element
+reference energies. Physical outputs are::
+
+    E = E_net * rmsd_E + mean_E + sum_i ref[Z_i]     (eV)
+    F = -dE_net/dpos * rmsd_F + mean_F                (eV/Å)
+    sigma = (1/V) dE_net/dstrain * rmsd_S + mean_S    (eV/Å³)
+
+A task without its own forces/stress normaliser uses the energy one (as fairchem does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class EnergyMLP(nn.Module):
+    """Per-atom energy ``MLP_{C->H->H->1}`` with SiLU, from the l = 0 node features."""
+
+    def __init__(self, sphere_channels: int, hidden_channels: int) -> None:
+        super().__init__()
+        self.energy_block = nn.Sequential(
+            nn.Linear(sphere_channels, hidden_channels), nn.SiLU(),
+            nn.Linear(hidden_channels, hidden_channels), nn.SiLU(),
+            nn.Linear(hidden_channels, 1))
+
+    def forward(self, node_features: torch.Tensor) -> torch.Tensor:
+        """node_features (N, (lmax+1)**2, C) -> (N,) per-atom energies."""
+        return self.energy_block(node_features[:, 0]).view(-1)
+
+
+class SharedHead(nn.Module):
+    """One energy MLP shared by all datasets (fairchem's DatasetSpecificSingleHeadWrapper)."""
+
+    def __init__(self, sphere_channels: int, hidden_channels: int) -> None:
+        super().__init__()
+        self.head = EnergyMLP(sphere_channels, hidden_channels)
+
+    def forward(self, node_features: torch.Tensor) -> torch.Tensor:
+        return self.head(node_features)
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    mean: float
+    rmsd: float
+
+
+@dataclass(frozen=True)
+class TaskOutputs:
+    """Output scaling for one task (dataset): normalisers and element references (101,)."""
+
+    energy: Normalizer
+    forces: Normalizer
+    stress: Normalizer
+    element_references: torch.Tensor | None
+
+
+def task_outputs(tasks_config: list[dict], datasets: list[str]) -> dict[str, TaskOutputs]:
+    """Per dataset of the model, its output scaling from a checkpoint's ``tasks_config``.
+
+    Raises ValueError naming a dataset that has no energy task.
+    """
+    by_dataset: dict[str, dict[str, dict]] = {}
+    for task in tasks_config:
+        for dataset in task["datasets"]:
+            by_dataset.setdefault(dataset, {})[task["property"]] = task
+    outputs = {}
+    for dataset in datasets:
+        tasks = by_dataset.get(dataset, {})
+        if "energy" not in tasks:
+            continue
+        energy_task = tasks["energy"]
+
+        def normalizer(prop: str) -> Normalizer:
+            source = tasks.get(prop, energy_task)["normalizer"]
+            return Normalizer(mean=float(source["mean"]), rmsd=float(source["rmsd"]))
+
+        references = energy_task.get("element_references")
+        outputs[dataset] = TaskOutputs(
+            energy=normalizer("energy"), forces=normalizer("forces"),
+            stress=normalizer("stress"),
+            element_references=None if references is None
+            else torch.as_tensor(references, dtype=torch.float64))
+    if not outputs:
+        raise ValueError(f"the checkpoint's tasks_config has no energy task for any of the "
+                         f"model's datasets {datasets}")
+    return outputs
+
+
+def system_energy(atom_energies: torch.Tensor, batch: torch.Tensor, num_systems: int) -> torch.Tensor:
+    """(B,) float64 sums of per-atom energies (N,) over each system."""
+    return atom_energies.new_zeros(num_systems, dtype=torch.float64).index_add(
+        0, batch, atom_energies.to(torch.float64))
