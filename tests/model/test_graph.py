@@ -4,6 +4,9 @@ against ours."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -22,6 +25,7 @@ from umadrive.model.graph import (
 )
 
 CUTOFF = 6.0
+FAIRCHEM_GRAPHS = json.loads((Path(__file__).resolve().parents[1] / "data" / "graph_fairchem.json").read_text())
 GENERATORS = {
     "v1": lambda *args, **kw: radius_graph(*args, version=1, **kw),
     "v2": lambda *args, **kw: radius_graph(*args, version=2, **kw),
@@ -107,6 +111,24 @@ def test_matches_ase_neighbor_list(name, generator):
     np.testing.assert_allclose(lengths.numpy(), expected, rtol=0, atol=1e-10)
     # Grouped by system and sorted by centre, as the model expects.
     assert bool((graph.edge_index[1][1:] >= graph.edge_index[1][:-1]).all())
+
+
+def _case_id(case: dict) -> str:
+    mode = "strict" if case["strict"] else "nonstrict"
+    return f"{'+'.join(case['systems'])}-v{case['version']}-k{case['max_neighbors']}-{mode}"
+
+
+@pytest.mark.parametrize("case", FAIRCHEM_GRAPHS["cases"], ids=_case_id)
+def test_matches_fairchem_generate_graph(case):
+    """Edges and per-system counts equal those fairchem-core 2.24 itself generated
+    (tools/make_graph_fixture.py), for both versions and the max_neighbors modes."""
+    systems = [FAIRCHEM_GRAPHS["structures"][name] for name in case["systems"]]
+    atoms = [Atoms(f"X{len(s['positions'])}", positions=s["positions"], cell=s["cell"], pbc=s["pbc"])
+             for s in systems]
+    graph = radius_graph(*_tensors(atoms), cutoff=FAIRCHEM_GRAPHS["cutoff"],
+                         max_neighbors=case["max_neighbors"], version=case["version"], strict=case["strict"])
+    assert sorted([c, n, *o] for c, n, o in _edges(graph)) == case["edges"]
+    assert graph.neighbors.tolist() == case["neighbors"]
 
 
 @pytest.mark.parametrize("generator", GENERATORS)

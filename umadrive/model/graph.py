@@ -354,6 +354,8 @@ def _pairs_within(
     nonempty = pair_count > 0
     pair_count, pair_first, pair_centre = pair_count[nonempty], pair_first[nonempty], pair_centre[nonempty]
 
+    # Wrapped-frame and exact distances differ by rounding only.
+    prefilter = (cutoff * (1 + 1e-4)) ** 2
     found = []
     cumulative = torch.cumsum(pair_count, 0)
     total = int(cumulative[-1]) if len(cumulative) else 0
@@ -367,6 +369,11 @@ def _pairs_within(
         within = torch.arange(len(group), device=device) - (torch.cumsum(counts, 0) - counts)[group]
         source = order[pair_first[lo:hi][group] + within]
         centre = pair_centre[lo:hi][group]
+        # Cheap test in the wrapped frame first; the exact one below uses the
+        # model's formula on the few that pass.
+        difference = source_points[source] - wrapped[centre]
+        near = (difference * difference).sum(dim=1) <= prefilter
+        source, centre = source[near], centre[near]
         neighbour = source_atom[source]
         offsets = image_offset[source] - shift[neighbour] + shift[centre]
         distance_sq = _distance_sq(positions, cell, batch, centre, neighbour, offsets)
