@@ -102,7 +102,8 @@ class SO2mConv(nn.Module):
                                          2 * degrees * out_channels, bias=False)
 
     def forward(self, x: torch.Tensor, routing: ExpertRouting) -> torch.Tensor:
-        y = self.fc(x, routing).view(x.shape[0], 2, 2, -1)  # (E, +-m in, W1/W2, k*C_out)
+        width = self.degrees * self.out_channels
+        y = self.fc(x, routing).view(x.shape[0], 2, 2, width)  # (E, +-m in, W1/W2, k*C_out)
         plus = y[:, 0, 0] - y[:, 1, 1]
         minus = y[:, 0, 1] + y[:, 1, 0]
         return torch.stack((plus, minus), dim=1).view(x.shape[0], 2 * self.degrees,
@@ -148,16 +149,16 @@ class SO2Convolution(nn.Module):
         if self.rad_func is not None:
             radial = self.rad_func(edge_scalars).split(self.radial_split, dim=1)
 
-        m0 = groups[0].reshape(num_edges, -1)
+        m0 = groups[0].reshape(num_edges, self.radial_split[0])
         if radial is not None:
             m0 = m0 * radial[0]
         m0 = self.fc_m0(m0, routing)
         gates = None
         if self.gate_channels:
             gates, m0 = m0.split((self.gate_channels, m0.shape[1] - self.gate_channels), dim=1)
-        out = [m0.view(num_edges, -1, self.out_channels)]
+        out = [m0.view(num_edges, self.layout.m_sizes[0], self.out_channels)]
         for m, conv in enumerate(self.so2_m_conv, start=1):
-            xm = groups[m].reshape(num_edges, 2, -1)
+            xm = groups[m].reshape(num_edges, 2, self.radial_split[m])
             if radial is not None:
                 xm = xm * radial[m][:, None, :]
             out.append(conv(xm, routing))
@@ -176,6 +177,7 @@ class Edgewise(nn.Module):
                  num_experts: int, radial_widths: list[int]) -> None:
         super().__init__()
         self.hidden_channels = hidden_channels
+        self.lmax = layout.lmax
         self.so2_conv_1 = SO2Convolution(layout, 2 * sphere_channels, hidden_channels,
                                          num_experts, radial_widths=radial_widths,
                                          gate_channels=layout.lmax * hidden_channels)
@@ -191,7 +193,7 @@ class Edgewise(nn.Module):
         source, centre = edge_index
         message = torch.bmm(wigner, torch.cat((x[source], x[centre]), dim=2))
         message, gates = self.so2_conv_1(message, routing, edge_scalars)
-        gates = torch.sigmoid(gates).view(gates.shape[0], -1, self.hidden_channels)
+        gates = torch.sigmoid(gates).view(gates.shape[0], self.lmax, self.hidden_channels)
         message = torch.cat((F.silu(message[:, :1]), message[:, 1:] * gates[:, self.gate_index]),
                             dim=1)
         message, _ = self.so2_conv_2(message, routing)

@@ -100,7 +100,7 @@ class EdgeDegreeEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor, edge_scalars: torch.Tensor, centre: torch.Tensor,
                 wigner_inv_envelope: torch.Tensor) -> torch.Tensor:
-        radial = self.rad_func(edge_scalars).view(-1, self.m0, self.channels)
+        radial = self.rad_func(edge_scalars).view(edge_scalars.shape[0], self.m0, self.channels)
         embedding = torch.bmm(wigner_inv_envelope[:, :, :self.m0], radial)
         return x.index_add(0, centre, embedding / EDGE_DEGREE_RESCALE)
 

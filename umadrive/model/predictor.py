@@ -124,7 +124,7 @@ class PredictUnit:
         graph = radius_graph(atoms.positions, atoms.cell, atoms.pbc, atoms.batch,
                              cutoff=self.model.cutoff, max_neighbors=self.model.max_neighbors,
                              version=self.settings.internal_graph_gen_version)
-        outputs = self.model(atoms, graph.edge_index, graph.cell_offsets)
+        outputs = self.model(atoms, graph)
         energy = outputs.energy.cpu().numpy()
         forces = outputs.forces.detach().cpu().double().numpy()
         stress = outputs.stress.detach().cpu().double().numpy()

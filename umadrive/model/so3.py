@@ -163,7 +163,7 @@ class EdgeRotation(nn.Module):
             sb = torch.stack([-math.copysign(1, f) * sin_b[abs(f)] if f else sin_b[0]
                               for f in freq], dim=1)
             jxj = (cb @ getattr(self, f"cos_basis_{l}") + sb @ getattr(self, f"sin_basis_{l}"))
-            jxj = jxj.view(-1, 2 * l + 1, 2 * l + 1)
+            jxj = jxj.view(edge_vectors.shape[0], 2 * l + 1, 2 * l + 1)
             ca = torch.stack([cos_a[abs(f)] for f in freq], dim=1)
             sa = torch.stack([-math.copysign(1, f) * sin_a[abs(f)] if f else sin_a[0]
                               for f in freq], dim=1)

@@ -23,6 +23,7 @@ from torch import nn
 from umadrive.model.checkpoint import Checkpoint, CheckpointError, check_state_dict_keys
 from umadrive.model.config import backbone_config, head_config
 from umadrive.model.escn import ESCNMDBackbone, GraphInputs
+from umadrive.model.graph import RadiusGraph, edge_vectors
 from umadrive.model.heads import SharedHead, system_energy, task_outputs
 
 
@@ -145,23 +146,20 @@ class UMA(nn.Module):
         atom_energies = self.output_heads[self.head_name](node_features)
         return system_energy(atom_energies, atoms.batch, atoms.num_systems)
 
-    def forward(self, atoms: AtomsBatch, edge_index: torch.Tensor, cell_offsets: torch.Tensor,
-                *, forces: bool = True, stress: bool = True,
-                create_graph: bool = False) -> ModelOutputs:
-        """Energies, forces and stresses of a batch and its graph.
+    def forward(self, atoms: AtomsBatch, graph: RadiusGraph, *, forces: bool = True,
+                stress: bool = True, create_graph: bool = False) -> ModelOutputs:
+        """Energies, forces and stresses of a batch and its radius graph
+        (``v = pos[j] + cell_offsets @ cell[batch[j]] - pos[i]``).
 
-        edge_index: (2, E) long, [0] neighbour j, [1] centre i. cell_offsets: (E, 3),
-        ``v = pos[j] + cell_offsets @ cell[batch[j]] - pos[i]``. ``create_graph=True``
-        keeps the graph of the derivatives (to train on forces or stress).
+        ``create_graph=True`` keeps the graph of the derivatives (to train on forces
+        or stress); otherwise the outputs are detached.
         """
-        edge_index, cell_offsets = _group_by_system(edge_index, cell_offsets, atoms.batch)
-        positions = atoms.positions.detach().requires_grad_(forces or stress)
-        cell = atoms.cell.detach().to(positions.dtype).requires_grad_(stress)
-        neighbour, centre = edge_index
-        shifts = torch.einsum("ek,ekl->el", cell_offsets.to(cell.dtype), cell[atoms.batch[neighbour]])
-        edge_vectors = positions[neighbour] + shifts - positions[centre]
+        graph = _group_by_system(graph, atoms.batch)
         with torch.enable_grad():
-            raw = self.network_energy(atoms, edge_index, edge_vectors)
+            positions = atoms.positions.detach().requires_grad_(forces or stress)
+            cell = atoms.cell.detach().to(positions.dtype).requires_grad_(stress)
+            vectors = edge_vectors(positions, cell, atoms.batch, graph)
+            raw = self.network_energy(atoms, graph.edge_index, vectors)
 
         references, scales = self._tables(raw.device)
         task = torch.tensor([self.datasets.index(name) for name in atoms.datasets],
@@ -189,14 +187,14 @@ class UMA(nn.Module):
                             stress=stress_values)
 
 
-def _group_by_system(edge_index: torch.Tensor, cell_offsets: torch.Tensor,
-                     batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Edges reordered (stably) so that each system's edges are contiguous, in system order."""
-    system = batch[edge_index[1]]
+def _group_by_system(graph: RadiusGraph, batch: torch.Tensor) -> RadiusGraph:
+    """The graph with each system's edges contiguous, in system order (stable)."""
+    system = batch[graph.edge_index[1]]
     if system.numel() < 2 or bool((system[1:] >= system[:-1]).all()):
-        return edge_index, cell_offsets
+        return graph
     order = torch.argsort(system, stable=True)
-    return edge_index[:, order], cell_offsets[order]
+    return RadiusGraph(edge_index=graph.edge_index[:, order],
+                       cell_offsets=graph.cell_offsets[order], neighbors=graph.neighbors)
 
 
 def _stress(position_grad: torch.Tensor, cell_grad: torch.Tensor, positions: torch.Tensor,

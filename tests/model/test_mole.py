@@ -1,0 +1,36 @@
+"""The mixture-of-linear-experts layer: mixing, merging and per-system routing."""
+
+from __future__ import annotations
+
+import torch
+
+from umadrive.model.mole import ExpertRouting, MixtureOfLinearExperts
+
+
+def _layer() -> MixtureOfLinearExperts:
+    torch.manual_seed(0)
+    return MixtureOfLinearExperts(4, 6, 5, bias=True).double()
+
+
+def test_output_is_the_linear_map_of_the_mixed_weight():
+    layer = _layer()
+    alpha = torch.tensor([0.1, 0.5, 0.3, 0.1], dtype=torch.float64)
+    x = torch.randn(7, 2, 6, dtype=torch.float64)
+    expected = sum(a * (x @ w.T) for a, w in zip(alpha, layer.weights)) + layer.bias
+    got = layer(x, ExpertRouting(alpha[None], (7,)))
+    assert torch.allclose(got, expected, atol=1e-13)
+    merged = torch.nn.functional.linear(x, layer.merged_weight(alpha), layer.bias)
+    assert torch.allclose(merged, expected, atol=1e-13)
+
+
+def test_each_system_gets_its_own_mixture():
+    layer = _layer()
+    alpha = torch.softmax(torch.randn(3, 4, dtype=torch.float64), dim=1)
+    counts = (2, 0, 5)
+    x = torch.randn(sum(counts), 6, dtype=torch.float64)
+    got = layer(x, ExpertRouting(alpha, counts))
+    parts = x.split(list(counts))
+    for b, part in enumerate(parts):
+        alone = layer(part, ExpertRouting(alpha[b:b + 1], (counts[b],)))
+        start = sum(counts[:b])
+        assert torch.allclose(got[start:start + counts[b]], alone, atol=1e-13)
