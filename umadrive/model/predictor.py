@@ -19,6 +19,7 @@ import torch
 
 from umadrive.model.checkpoint import load_checkpoint
 from umadrive.model.graph import radius_graph
+from umadrive.model.names import resolve_model
 from umadrive.model.settings import InferenceSettings, resolve_settings
 from umadrive.model.uma import UMA, AtomsBatch
 from umadrive.structure import Prediction, Structure
@@ -140,12 +141,8 @@ class PredictUnit:
 
 
 def _checkpoint_path(model: str | os.PathLike) -> Path:
-    """The checkpoint file for ``model`` (the one place where model names will resolve)."""
-    path = Path(model)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint file at {str(path)!r}; pass the path of a UMA "
-                                f"checkpoint such as uma-s-1p1.pt")
-    return path
+    """The checkpoint file for ``model`` (the one place where model names resolve)."""
+    return resolve_model(model)
 
 
 def get_predict_unit(model: str | os.PathLike, device: str | torch.device = "cpu",
