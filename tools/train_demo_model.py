@@ -11,7 +11,7 @@ forces and stresses with Adam, then, through the normal loading path
 * ``metrics.json``: every number of the card (the CI tests derive bounds from it);
 * ``MODEL_CARD.md``.
 
-Usage (about 25 minutes on 2 busy CPU cores)::
+Usage (training took 35 minutes on one torch thread of a busy 2-core machine)::
 
     python tools/make_demo_data.py
     python tools/train_demo_model.py [--steps N] [--threads 2]
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ase import Atoms
+from ase import Atoms, units
 from ase.data import atomic_numbers
 from ase.io import read
 
@@ -276,7 +276,7 @@ def write_card(metrics: dict, path: Path) -> None:
     base = m["baseline_test"]
     model32 = m["test"]["float32"]["all"]
     model64 = m["test"]["float64"]["all"]
-    gpa = 160.21766208  # eV/Å³ -> GPa, for the reader only
+    gpa = 1.0 / units.GPa  # eV/Å³ -> GPa
 
     def err(row: dict, key: str, fmt: str) -> str:
         return "—" if row.get(key) is None else format(row[key], fmt)
