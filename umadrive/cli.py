@@ -13,7 +13,10 @@ import sys
 
 # sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("umadrive.driver.serve", "answer an MD engine's force requests over the i-PI protocol"),
+    "demo": ("umadrive.demo", "run a short i-PI (or ASE) simulation served by umadrive"),
     "info": ("umadrive.info", "print versions, devices and where models are looked for"),
+    "lammps": ("umadrive.driver.lammps_command", "run a LAMMPS input script with forces from umadrive serve"),
 }
 
 

@@ -30,6 +30,12 @@ TOLERANCES: dict[str, Tolerance] = {
 }
 
 
+# Relative agreement to expect between quantities converted with an MD engine's own
+# unit constants (LAMMPS's nktv2p, ftm2v, its kcal/mol; i-PI's Hartree) and the same
+# quantities converted with ase.units: those constants differ in the 7th-8th digit.
+ENGINE_CONSTANTS_RTOL = 1e-6
+
+
 def tolerance(dtype: object) -> Tolerance:
     """The tolerance row for ``dtype`` (a torch or numpy dtype, or its name)."""
     name = str(dtype).rsplit(".", 1)[-1]

@@ -272,6 +272,8 @@ def test_edge_vectors_carry_gradients_to_positions_and_cell():
         (lambda a: a.update(cell=a["cell"] * torch.tensor([1.0, 0.0, 1.0]).view(1, 3, 1)),
          r"periodic along cell row 1, but that row is zero .* set pbc False"),
         (lambda a: a.update(cell=a["cell"][:, [0, 0, 2]]), "linearly dependent"),
+        (lambda a: a.update(cell=a["cell"] * torch.tensor([1.0, 1.0, 0.01]).view(1, 3, 1)),
+         r"planes along cell row 2 are only 0.072 Å apart, so a 6.0 Å cutoff needs 84 periodic images"),
     ],
 )
 def test_bad_input_is_refused(change, message):

@@ -29,10 +29,13 @@ class UnpickleRefused(ValueError):
 
 
 class _StateHolder:
-    """A stand-in for a pickled class instance: keeps the pickled state, runs nothing."""
+    """A stand-in for a pickled class instance: keeps the pickled state, runs nothing.
 
-    def __init__(self) -> None:
-        self.state: Any = None
+    Unpickling creates instances with ``cls.__new__`` and then, if the pickle has
+    a state, calls ``__setstate__``; ``state`` stays None otherwise.
+    """
+
+    state: Any = None
 
     def __setstate__(self, state: Any) -> None:
         self.state = state
@@ -134,13 +137,7 @@ _STORAGE_DTYPES = {
     "UntypedStorage": torch.uint8,
 }
 
-_TYPE_NAMES = [
-    ("typing", name) for name in ("Any", "Dict", "List", "Tuple", "Optional", "Union")
-] + [
-    (module, name)
-    for module in ("builtins", "__builtin__")
-    for name in ("object",)
-]
+_TYPE_NAMES = [("typing", name) for name in ("Any", "Dict", "List", "Tuple", "Optional", "Union")]
 
 # Data-only builtins: calling them with pickled arguments builds data and runs no
 # code from the file.
@@ -166,6 +163,8 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     **{("torch.storage", "UntypedStorage"): _StorageType(torch.uint8)},
     **{key: _TypeName(".".join(key)) for key in _TYPE_NAMES},
     **{(module, name): cls for module in ("builtins", "__builtin__") for name, cls in _BUILTIN_TYPES.items()},
+    ("builtins", "object"): object,
+    ("__builtin__", "object"): object,
     # Protocol-2 pickles spell int and str with their Python 2 names.
     ("__builtin__", "long"): int,
     ("__builtin__", "unicode"): str,
@@ -204,7 +203,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         info = _stored_entry(self._archive, f"{self._prefix}data/{key}", self._file_size)
         entry = info.filename
         itemsize = torch.empty((), dtype=dtype).element_size()
-        if dtype is not torch.uint8 and info.file_size != numel * itemsize:
+        if info.file_size != numel * itemsize:
             raise UnpickleRefused(
                 f"storage {entry!r} holds {info.file_size} bytes, expected "
                 f"{numel} x {itemsize}; the file is corrupt"

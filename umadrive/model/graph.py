@@ -39,6 +39,7 @@ DEGENERACY_TOLERANCE = 0.01
 _LOWER_BOUND = {1: 1e-4, 2: 0.0}  # Å², per generator version
 _BINS_PER_CUTOFF = 2  # bin edge cutoff/2, search ±2 bins
 _CANDIDATE_CHUNK = 1 << 21  # candidate pairs materialised at once
+_MAX_IMAGES_PER_DIRECTION = 50  # beyond this the cell is almost surely wrong
 
 
 class GraphInputError(ValueError):
@@ -49,8 +50,9 @@ class GraphInputError(ValueError):
 class RadiusGraph:
     """Edges of a batch of systems.
 
-    edge_index: (2, E) long; [0] neighbour j, [1] centre i; grouped by system
-        in batch order and sorted by centre.
+    edge_index: (2, E) long; [0] neighbour j, [1] centre i; sorted by centre
+        (so grouped by system in batch order); by distance within a centre when
+        max_neighbors thinned the list.
     cell_offsets: (E, 3) float (the cell's dtype), integer-valued, in units of
         cell rows: ``v_ij = pos[j] + cell_offsets @ cell[batch[j]] - pos[i]``.
     neighbors: (B,) long, edges per system.
@@ -112,7 +114,7 @@ def vesin_graph(
         device = positions.device
         positions, cell = positions.detach(), cell.detach().to(positions.dtype)
         points = positions.cpu().double().numpy()
-        boxes, _ = _lattices(cell, pbc)  # validated, full rank: vesin needs that
+        boxes, _ = _lattices(cell, pbc, cutoff)  # validated, full rank: vesin needs that
         periodic = pbc.cpu().numpy()
         starts = _system_starts(batch, cell.shape[0]).tolist()
         searcher = vesin.NeighborList(cutoff=cutoff, full_list=True)
@@ -208,8 +210,10 @@ def _check_inputs(
         raise GraphInputError(f"strict must be a bool, got {strict!r}")
 
 
-def _lattices(cell: torch.Tensor, pbc: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Per system a full-rank lattice (3, 3) and the reciprocal row norms (3,) 1/Å.
+def _lattices(cell: torch.Tensor, pbc: torch.Tensor, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per system a full-rank lattice (3, 3) and its reach (3,): the cutoff in
+    units of the spacing of lattice planes along each periodic row, 0 along the
+    others; ``ceil(reach)`` periodic images each way cover the cutoff sphere.
 
     Periodic rows are the cell's; non-periodic rows are replaced by unit vectors
     completing them to a basis (offsets along those rows are always 0, so their
@@ -243,8 +247,16 @@ def _lattices(cell: torch.Tensor, pbc: torch.Tensor) -> tuple[np.ndarray, np.nda
         lattices[system] = lattice
     # Rows of L times columns of inv(L) give the identity: the columns are the
     # reciprocal vectors (without 2π), whose norms are 1 / plane spacing.
-    reciprocal_norms = np.linalg.norm(np.linalg.inv(lattices), axis=1)
-    return lattices, reciprocal_norms
+    reach = cutoff * np.linalg.norm(np.linalg.inv(lattices), axis=1) * periodic
+    if reach.size and reach.max() > _MAX_IMAGES_PER_DIRECTION:
+        system, direction = np.unravel_index(np.argmax(reach), reach.shape)
+        raise GraphInputError(
+            f"system {system}: lattice planes along cell row {direction} are only "
+            f"{cutoff / reach[system, direction]:.3g} Å apart, so a {cutoff} Å cutoff "
+            f"needs {int(np.ceil(reach[system, direction]))} periodic images each way "
+            f"(limit {_MAX_IMAGES_PER_DIRECTION}); check the cell (units: Å)"
+        )
+    return lattices, reach
 
 
 def _system_starts(batch: torch.Tensor, n_systems: int) -> torch.Tensor:
@@ -265,13 +277,11 @@ def _pairs_within(
     """(centre, neighbour, integer offsets (E, 3), d²) of every edge within the cutoff."""
     device, dtype = positions.device, positions.dtype
     n_systems = cell.shape[0]
-    lattices_np, reciprocal_np = _lattices(cell, pbc)
+    lattices_np, reach_np = _lattices(cell, pbc, cutoff)
     lattices = torch.from_numpy(lattices_np).to(device, dtype)
     periodic = pbc.to(device)
-    # Images needed per direction: ceil(cutoff / plane spacing), 0 if not periodic.
-    reach_np = cutoff * reciprocal_np
-    reach = torch.from_numpy(reach_np).to(device, dtype) * periodic
-    reps = torch.from_numpy(np.ceil(reach_np).astype(np.int64)).to(device) * periodic
+    reach = torch.from_numpy(reach_np).to(device, dtype)
+    reps = torch.from_numpy(np.ceil(reach_np).astype(np.int64)).to(device)
 
     # Wrap into the cell along periodic directions: pos = wrapped + shift @ lattice.
     fractional = torch.einsum("nl,nlk->nk", positions, torch.linalg.inv(lattices)[batch])
@@ -336,6 +346,7 @@ def _pairs_within(
 
     source_bins = bin_id(bin_coordinates(source_points, source_system), source_system)
     order = torch.argsort(source_bins)
+    sorted_points = source_points[order]
     bin_count = torch.bincount(source_bins, minlength=int(bins_per_system.sum()))
     bin_first = torch.cumsum(bin_count, 0) - bin_count
 
@@ -365,15 +376,16 @@ def _pairs_within(
         if hi <= lo:
             continue
         counts = pair_count[lo:hi]
-        group = torch.repeat_interleave(torch.arange(hi - lo, device=device), counts)
-        within = torch.arange(len(group), device=device) - (torch.cumsum(counts, 0) - counts)[group]
-        source = order[pair_first[lo:hi][group] + within]
-        centre = pair_centre[lo:hi][group]
+        # Index of each candidate among the bin-sorted sources, and its centre.
+        sorted_index = torch.repeat_interleave(
+            pair_first[lo:hi] - (torch.cumsum(counts, 0) - counts), counts
+        ) + torch.arange(int(counts.sum()), device=device)
+        centre = torch.repeat_interleave(pair_centre[lo:hi], counts)
         # Cheap test in the wrapped frame first; the exact one below uses the
         # model's formula on the few that pass.
-        difference = source_points[source] - wrapped[centre]
+        difference = sorted_points[sorted_index] - wrapped[centre]
         near = (difference * difference).sum(dim=1) <= prefilter
-        source, centre = source[near], centre[near]
+        source, centre = order[sorted_index[near]], centre[near]
         neighbour = source_atom[source]
         offsets = image_offset[source] - shift[neighbour] + shift[centre]
         distance_sq = _distance_sq(positions, cell, batch, centre, neighbour, offsets)
@@ -408,12 +420,15 @@ def _finish(
     max_neighbors: int,
     strict: bool,
 ) -> RadiusGraph:
-    """Sort by centre then distance, apply the max_neighbors rule, package."""
-    by_distance = torch.argsort(distance_sq, stable=True)
-    order = by_distance[torch.argsort(centre[by_distance], stable=True)]
-    centre, neighbour, offsets, distance_sq = centre[order], neighbour[order], offsets[order], distance_sq[order]
-    if max_neighbors > 0 and len(centre):
-        count = torch.bincount(centre, minlength=len(batch))
+    """Group edges by centre, apply the max_neighbors rule, package."""
+    if len(centre) > 1 and bool((centre[1:] < centre[:-1]).any()):
+        order = torch.argsort(centre, stable=True)
+        centre, neighbour, offsets, distance_sq = centre[order], neighbour[order], offsets[order], distance_sq[order]
+    count = torch.bincount(centre, minlength=len(batch))
+    if max_neighbors > 0 and len(centre) and int(count.max()) > max_neighbors:
+        by_distance = torch.argsort(distance_sq, stable=True)
+        order = by_distance[torch.argsort(centre[by_distance], stable=True)]
+        centre, neighbour, offsets, distance_sq = centre[order], neighbour[order], offsets[order], distance_sq[order]
         first = torch.cumsum(count, 0) - count
         if strict:
             rank = torch.arange(len(centre), device=centre.device) - first[centre]

@@ -50,17 +50,27 @@ class MixtureOfLinearExperts(nn.Module):
 
     def merged_weight(self, coefficients: torch.Tensor) -> torch.Tensor:
         """(out, in) weight of the mixture with ``coefficients`` (n_experts,)."""
-        return torch.einsum("e,eoi->oi", coefficients.to(self.weights.dtype), self.weights)
+        return self.mixed_weights(coefficients[None])[0]
+
+    def mixed_weights(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """(B, out, in) weights of the mixtures with ``coefficients`` (B, n_experts)."""
+        return torch.einsum("be,eoi->boi", coefficients.to(self.weights.dtype), self.weights)
 
     def forward(self, x: torch.Tensor, routing: ExpertRouting) -> torch.Tensor:
-        """x: (rows, ..., in) -> (rows, ..., out)."""
-        weights = torch.einsum("be,eoi->boi", routing.coefficients.to(self.weights.dtype),
-                               self.weights)
-        if len(routing.counts) == 1:
-            return F.linear(x, weights[0], self.bias)
-        parts = x.split(list(routing.counts))
-        return torch.cat([F.linear(part, weights[b], self.bias) for b, part in enumerate(parts)])
+        """x: (rows, in) -> (rows, out)."""
+        return linear_per_system(x, self.mixed_weights(routing.coefficients), self.bias,
+                                 routing.counts)
 
     def extra_repr(self) -> str:
         return (f"num_experts={self.num_experts}, in_features={self.in_features}, "
                 f"out_features={self.out_features}, bias={self.bias is not None}")
+
+
+def linear_per_system(x: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | None,
+                      counts: tuple[int, ...]) -> torch.Tensor:
+    """Rows of ``x`` (rows, in) times the weight (out, in) of their system, ``weights``
+    (B, out, in), ``counts[b]`` consecutive rows per system; plus ``bias``."""
+    if len(counts) == 1:
+        return F.linear(x, weights[0], bias)
+    parts = x.split(list(counts))
+    return torch.cat([F.linear(part, weights[b], bias) for b, part in enumerate(parts)])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -140,21 +139,17 @@ class PredictUnit:
         return predictions
 
 
-def _checkpoint_path(model: str | os.PathLike) -> Path:
-    """The checkpoint file for ``model`` (the one place where model names resolve)."""
-    return resolve_model(model)
-
-
 def get_predict_unit(model: str | os.PathLike, device: str | torch.device = "cpu",
                      inference_settings: str | InferenceSettings = "default") -> PredictUnit:
     """Load a UMA checkpoint once and return a :class:`PredictUnit` for it.
 
-    model: path of a UMA checkpoint (fairchem's ``.pt`` or umadrive's own format).
+    model: path of a UMA checkpoint (fairchem's ``.pt`` or umadrive's own format) or a
+        model name ("uma-s-1p1", ...; see :func:`umadrive.model.names.resolve_model`).
     device: torch device, e.g. "cpu" or "cuda".
     inference_settings: "default", "turbo" or an :class:`InferenceSettings`.
     """
     settings = resolve_settings(inference_settings)
     device = torch.device(device)
-    checkpoint = load_checkpoint(_checkpoint_path(model))
+    checkpoint = load_checkpoint(resolve_model(model))
     uma = UMA.from_checkpoint(checkpoint, dtype=settings.base_precision_dtype, device=device)
     return PredictUnit(uma, device=device, settings=settings)

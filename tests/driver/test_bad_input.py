@@ -1,0 +1,108 @@
+"""Fault injection: a hand-written misbehaving server sends ``umadrive serve`` bad
+input. The driver must log an error naming the value and the expectation, exit
+non-zero, and send nothing after the handshake."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+import ase.io
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.units import Bohr
+
+TIMEOUT_S = 30
+TEMPLATE = bulk("Cu", "fcc", a=3.6, cubic=True)  # 4 atoms
+
+
+def posdata(*, nat: int | None = None, positions=None, cell=None) -> bytes:
+    """POSDATA packed by hand (Bohr, lattice vectors as columns) + GETFORCE."""
+    h = (TEMPLATE.cell.array if cell is None else cell).T / Bohr
+    positions = TEMPLATE.positions / Bohr if positions is None else positions
+    nat = len(positions) if nat is None else nat
+    return (b"POSDATA     " + struct.pack("=9d", *h.ravel()) + struct.pack("=9d", *np.zeros(9))
+            + struct.pack("=i", nat) + np.asarray(positions, dtype="=f8").tobytes()
+            + b"GETFORCE    ")
+
+
+def with_nan_position() -> bytes:
+    positions = TEMPLATE.positions / Bohr
+    positions[2, 1] = np.nan
+    return posdata(positions=positions)
+
+
+def with_inf_cell() -> bytes:
+    cell = TEMPLATE.cell.array.copy()
+    cell[1, 1] = np.inf
+    return posdata(cell=cell)
+
+
+def receive_until_closed(conn: socket.socket) -> bytes:
+    """Everything the driver sends until it closes (a reset counts as closed: it
+    comes when the driver leaves unread bytes behind)."""
+    received = b""
+    try:
+        while chunk := conn.recv(4096):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received
+
+
+CASES = {
+    # name: (INIT text, bytes after the handshake, extra serve options, expected in the log)
+    "nat above --max-atoms": (" ", posdata(nat=1001, positions=np.zeros((0, 3))),
+                              ["--max-atoms", "1000"], "nat in [0, 1000]"),
+    "negative nat": (" ", posdata(nat=-5, positions=np.zeros((0, 3))), [], "received -5"),
+    "unknown header": (" ", b"BOGUS       ", [], "received 'BOGUS'"),
+    "truncated payload": (" ", posdata()[:100], [], "end of stream after"),
+    "non-finite positions": (" ", with_nan_position(), [], "non-finite positions"),
+    "non-finite cell": (" ", with_inf_cell(), [], "non-finite cell"),
+    "atom count differs from the template": (
+        " ", posdata(positions=TEMPLATE.positions[:3] / Bohr), [],
+        "the request has 3 atoms, the template structure has 4"),
+    "bad batch_size in INIT": (" batch_size:0", b"", [], "batch_size in [1, 4096]"),
+    "non-finite result from the backend": (
+        " ", posdata(), ["--model", "ase:tests.driver.nan_calculator:NaNCalculator"],
+        "non-finite values"),
+}
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_refused_and_nothing_is_sent(processes, tmp_path, socket_name, test_env, case):
+    init_text, bad, options, expected = CASES[case]
+    structure = tmp_path / "template.extxyz"
+    ase.io.write(structure, TEMPLATE)
+    path = f"/tmp/ipi_{socket_name}"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(1)
+    listener.settimeout(TIMEOUT_S)
+    model = [] if "--model" in options else ["--model", "ase:emt"]
+    try:
+        serve = processes.serve(*model, "--structure", str(structure), "--unix", socket_name,
+                                *options, env=test_env)
+        conn, _ = listener.accept()
+        conn.settimeout(TIMEOUT_S)
+        with conn:
+            conn.sendall(b"STATUS      ")
+            assert conn.recv(12) == b"NEEDINIT    "
+            conn.sendall(b"INIT        " + struct.pack("=ii", 0, len(init_text)) + init_text.encode())
+            conn.sendall(b"STATUS      " if "INIT" not in case else b"")
+            if "INIT" not in case:
+                assert conn.recv(12) == b"READY       "
+            conn.sendall(bad)
+            conn.shutdown(socket.SHUT_WR)  # the payload ends here
+            after = receive_until_closed(conn)
+        status = processes.wait(serve)
+    finally:
+        listener.close()
+        os.unlink(path)
+    log = (tmp_path / "serve.log").read_text()
+    assert after == b"", f"the driver answered bad input with {after[:60]!r}"
+    assert status == 1, log
+    assert "ERROR" in log and expected in log, log

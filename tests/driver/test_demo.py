@@ -1,0 +1,21 @@
+"""``umadrive demo`` runs a short i-PI simulation and prints its summary."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("engine", ["ipi", "ase"])
+def test_demo_runs_a_few_steps(tmp_path, engine):
+    result = subprocess.run(
+        [sys.executable, "-m", "umadrive", "demo", "--steps", "5", "--engine", engine,
+         "--output", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=110,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "done: 5 steps" in result.stdout
+    assert "exiting" in (tmp_path / "run" / "serve.log").read_text()

@@ -1,0 +1,64 @@
+"""Independent references for the protocol and driver tests: direct EMT calls
+and the test structures."""
+
+from __future__ import annotations
+
+import ase
+import numpy as np
+from ase.build import bulk, molecule
+from ase.calculators.emt import EMT
+from ase.stress import voigt_6_to_full_3x3_stress
+
+from umadrive.structure import Prediction, Structure
+
+
+def sheared_copper() -> ase.Atoms:
+    """32 Cu atoms in a general triclinic cell (not upper triangular), rattled."""
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    cell = atoms.cell.array.copy()
+    cell[0, 1] += 0.3
+    cell[1, 0] += 0.7
+    cell[2, 0] += 0.4
+    cell[2, 1] -= 0.5
+    atoms.set_cell(cell, scale_atoms=True)
+    atoms.rattle(0.05, seed=1)
+    return atoms
+
+
+def small_molecule() -> ase.Atoms:
+    """A non-periodic molecule of EMT elements (no cell)."""
+    atoms = molecule("CH3CH2OH")
+    atoms.rattle(0.02, seed=2)
+    return atoms
+
+
+def to_structure(atoms: ase.Atoms) -> Structure:
+    return Structure(positions=atoms.positions.copy(), cell=atoms.cell.array.copy(),
+                     pbc=atoms.pbc.copy())
+
+
+def emt(atoms: ase.Atoms) -> Prediction:
+    """Direct EMT on a copy of ``atoms`` (stress when periodic in 3D)."""
+    atoms = atoms.copy()
+    atoms.calc = EMT()
+    stress = None
+    if atoms.pbc.all():
+        stress = voigt_6_to_full_3x3_stress(atoms.get_stress())
+    return Prediction(energy=atoms.get_potential_energy(), forces=atoms.get_forces(), stress=stress)
+
+
+def emt_on(structure: Structure, template: ase.Atoms) -> Prediction:
+    atoms = template.copy()
+    atoms.set_cell(structure.cell)
+    atoms.pbc = structure.pbc
+    atoms.positions = structure.positions
+    return emt(atoms)
+
+
+def assert_prediction_close(got: Prediction, want: Prediction, tol, n_atoms: int) -> None:
+    assert abs(got.energy - want.energy) <= tol.energy_per_atom * n_atoms
+    np.testing.assert_allclose(got.forces, want.forces, rtol=0, atol=tol.forces)
+    if want.stress is None:
+        assert got.stress is None
+    else:
+        np.testing.assert_allclose(got.stress, want.stress, rtol=0, atol=tol.stress)

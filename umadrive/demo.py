@@ -1,0 +1,190 @@
+"""``umadrive demo``: a short path-integral MD run of a bundled Cu3Au alloy, with
+i-PI (or ASE) as the engine and ``umadrive serve`` answering its force requests.
+Shows progress, ends with a summary, and leaves the outputs in a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+DEFAULT_MODEL = "ase:emt"  # the bundled UMA demo model replaces this later
+DEMO_STRUCTURE = "cu3au_108.extxyz"
+_PROGRESS_INTERVAL_S = 1.0
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="backend spec (default %(default)s)")
+    parser.add_argument("--steps", type=int, default=200, help="MD steps (default %(default)s)")
+    parser.add_argument("--beads", type=int, default=4,
+                        help="path-integral beads, i-PI engine only (default %(default)s)")
+    parser.add_argument("--engine", choices=("ipi", "ase"), default="ipi",
+                        help="i-PI NVT PIMD, or ASE NVE MD with SocketIOCalculator (default %(default)s)")
+    parser.add_argument("--temperature", type=float, default=300.0, help="K (default %(default)s)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="run folder (default ./umadrive-demo/<engine>-<time>)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.steps < 1 or args.beads < 1:
+        print(f"umadrive demo: --steps ({args.steps}) and --beads ({args.beads}) must be >= 1",
+              file=sys.stderr)
+        return 2
+    folder = args.output or Path("umadrive-demo") / f"{args.engine}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder.mkdir(parents=True, exist_ok=True)
+    folder = folder.resolve()
+    structure = folder / DEMO_STRUCTURE
+    with resources.as_file(resources.files("umadrive.data") / DEMO_STRUCTURE) as bundled:
+        shutil.copyfile(bundled, structure)
+    socket_name = f"umadrive-demo-{os.getpid()}"
+    engine = f"i-PI, {args.beads}-bead NVT PIMD" if args.engine == "ipi" else "ASE, NVE MD"
+    print(f"umadrive demo: 108-atom Cu3Au, {engine}, {args.steps} steps, model {args.model}")
+    print(f"  run folder {folder}")
+
+    children: list[subprocess.Popen] = []
+    try:
+        serve = _start(children, folder / "serve.log", [
+            sys.executable, "-m", "umadrive", "serve", "--model", args.model,
+            "--structure", str(structure), "--unix", socket_name, "--connect-timeout", "60",
+        ], folder)
+        start = time.perf_counter()
+        if args.engine == "ipi":
+            table = _run_ipi(args, folder, structure, socket_name, children, serve)
+        else:
+            table = _run_ase(args, folder, structure, socket_name, serve)
+        elapsed = time.perf_counter() - start
+        serve_status = serve.wait(timeout=30)
+    except KeyboardInterrupt:
+        print("\numadrive demo: interrupted; stopping i-PI and the driver", file=sys.stderr)
+        return 130
+    except _DemoFailed as error:
+        print(f"umadrive demo: {error}", file=sys.stderr)
+        return 1
+    finally:
+        _stop(children)
+    if serve_status != 0:
+        print(f"umadrive demo: the driver exited with status {serve_status}; see {folder / 'serve.log'}",
+              file=sys.stderr)
+        return 1
+    _summary(table, elapsed, folder)
+    return 0
+
+
+class _DemoFailed(RuntimeError):
+    pass
+
+
+def _start(children: list[subprocess.Popen], log: Path, argv: list[str], cwd: Path) -> subprocess.Popen:
+    with open(log, "w") as out:
+        child = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    children.append(child)
+    return child
+
+
+def _stop(children: list[subprocess.Popen]) -> None:
+    """SIGINT first (i-PI then writes its outputs and exits), kill after 10 s."""
+    for child in reversed(children):
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+    for child in reversed(children):
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _run_ipi(args, folder: Path, structure: Path, socket_name: str,
+             children: list[subprocess.Popen], serve: subprocess.Popen):
+    import numpy as np
+
+    from umadrive.driver.ipi_input import IpiRun, ipi_input_xml
+
+    run = IpiRun(structure=structure.name, steps=args.steps, unix=socket_name, ensemble="nvt",
+                 nbeads=args.beads, temperature_k=args.temperature, timestep_fs=1.0)
+    (folder / "input.xml").write_text(ipi_input_xml(run))
+    ipi_executable = shutil.which("i-pi") or str(Path(sys.executable).with_name("i-pi"))
+    ipi = _start(children, folder / "ipi.log", [ipi_executable, "input.xml"], folder)
+    properties = folder / f"{run.output_prefix}.out"
+    progress = _Progress(args.steps)
+    while ipi.poll() is None:
+        if serve.poll() not in (None, 0):
+            raise _DemoFailed(f"the driver stopped (status {serve.returncode}); see {folder / 'serve.log'}")
+        progress.show(_read_table(properties, np))
+        time.sleep(0.2)
+    if ipi.returncode != 0:
+        raise _DemoFailed(f"i-PI exited with status {ipi.returncode}; see {folder / 'ipi.log'}")
+    table = _read_table(properties, np)
+    progress.show(table, final=True)
+    # columns: step, time/ps, conserved/eV, temperature/K, potential/eV, volume/Å³
+    return table[:, [0, 2, 3]]
+
+
+def _run_ase(args, folder: Path, structure: Path, socket_name: str, serve: subprocess.Popen):
+    import ase.io
+    import numpy as np
+    from ase import units
+    from ase.calculators.socketio import SocketIOCalculator
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.verlet import VelocityVerlet
+
+    atoms = ase.io.read(structure)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=np.random.default_rng(3348))
+    rows = []
+    progress = _Progress(args.steps)
+    with SocketIOCalculator(unixsocket=socket_name, timeout=120) as calc:
+        atoms.calc = calc
+        dynamics = VelocityVerlet(atoms, timestep=1.0 * units.fs)
+
+        def record() -> None:
+            rows.append((dynamics.nsteps, atoms.get_total_energy(), atoms.get_temperature()))
+            progress.show(np.array(rows), final=dynamics.nsteps == args.steps)
+
+        dynamics.attach(record, interval=1)
+        dynamics.run(args.steps)
+    np.savetxt(folder / "md.out", rows, header="step  total_energy/eV  temperature/K")
+    return np.array(rows)
+
+
+def _read_table(path: Path, np):
+    """The i-PI properties written so far, (rows, 6); empty while there are none."""
+    if not path.exists() or path.stat().st_size == 0:
+        return np.zeros((0, 6))
+    try:
+        return np.loadtxt(path, comments="#", ndmin=2)
+    except ValueError:  # the last line is still being written
+        return np.zeros((0, 6))
+
+
+class _Progress:
+    """One progress line at most every second (updated in place on a terminal)."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.start = time.monotonic()
+        self.shown = 0.0
+
+    def show(self, table, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.shown < _PROGRESS_INTERVAL_S:
+            return
+        self.shown = now
+        done = int(table[-1, 0]) if len(table) else 0
+        end = "\n" if final or not sys.stdout.isatty() else "\r"
+        print(f"  step {done:>6}/{self.steps}  ({now - self.start:5.1f} s)", end=end, flush=True)
+
+
+def _summary(table, elapsed: float, folder: Path) -> None:
+    """table columns: step, conserved quantity (eV), temperature (K)."""
+    steps = int(table[-1, 0] - table[0, 0])
+    drift = (table[-1, 1] - table[0, 1]) / 108 * 1000
+    print(f"done: {steps} steps in {elapsed:.1f} s ({steps / elapsed:.1f} steps/s), "
+          f"mean temperature {table[:, 2].mean():.1f} K, "
+          f"conserved-quantity drift {drift:+.3f} meV/atom")
+    print(f"outputs in {folder}")
