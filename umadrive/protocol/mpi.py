@@ -60,8 +60,8 @@ def _import_mpi() -> Any:
         from mpi4py import MPI
     except ImportError as error:
         raise ImportError(
-            f"--mpi needs mpi4py ({error}); install it with `pip install mpi4py mpich` "
-            "(or build mpi4py against the MPI library of your cluster)"
+            f"--mpi needs mpi4py ({error}); install it with `pip install 'umadrive[mpi]'` "
+            "(mpi4py and mpich), or build mpi4py against the MPI library of your cluster"
         ) from error
     return MPI
 
