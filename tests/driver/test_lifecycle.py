@@ -17,6 +17,7 @@ import ase.io
 import numpy as np
 import pytest
 
+from tests.peers import console_script
 from tests.reference import sheared_copper
 from umadrive.driver.ipi_input import IpiRun, ipi_input_xml
 
@@ -149,7 +150,7 @@ def test_persist_serves_runs_in_a_row_with_one_load_and_refuses_another_system(
         run = IpiRun(structure="start.extxyz", unix=socket_name, ensemble="nve", steps=steps,
                      properties=("step", "potential"))
         (folder / "input.xml").write_text(ipi_input_xml(run))
-        ipi = processes.start(f"ipi{run_index}", [processes.ipi_executable(), "input.xml"],
+        ipi = processes.start(f"ipi{run_index}", [console_script("i-pi"), "input.xml"],
                               cwd=folder)
         assert processes.wait(ipi) == 0, processes.logs()
         assert len(np.loadtxt(folder / "sim.out", ndmin=2)) == steps + 1
@@ -158,7 +159,7 @@ def test_persist_serves_runs_in_a_row_with_one_load_and_refuses_another_system(
     ase.io.write(other / "start.extxyz", alloy().repeat((2, 1, 1)))
     (other / "input.xml").write_text(ipi_input_xml(IpiRun(
         structure="start.extxyz", unix=socket_name, ensemble="nve", steps=steps)))
-    processes.start("ipi_other", [processes.ipi_executable(), "input.xml"], cwd=other)
+    processes.start("ipi_other", [console_script("i-pi"), "input.xml"], cwd=other)
     wait_for_text(tmp_path / "serve.log", "the request has 16 atoms, the template structure "
                                           "has 8", processes)
     assert serve.poll() is None  # refused, and waiting for the next run

@@ -6,9 +6,6 @@ per-rank device choice; which transport flags go together."""
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,51 +17,35 @@ from tests.driver.conftest import PEER_TIMEOUT_S
 from tests.driver.pimd import (
     NBEADS, STEPS, alloy, assert_every_bead_matches_emt, pimd_input, requests_served,
 )
+from tests.peers import Peers, console_script
 from umadrive.driver.ranks import Rank, launcher_rank, rank_device
 from umadrive.driver.serve import configure
 from umadrive.driver.transports import transport_problem
 
 # the mpich wheel's launcher, next to the python whose mpi4py uses that MPICH
 MPIEXEC = Path(sys.executable).with_name("mpiexec")
-IPI = shutil.which("i-pi") or str(Path(sys.executable).with_name("i-pi"))
+IPI = console_script("i-pi")
 SERVE = [sys.executable, "-m", "umadrive", "serve", "--model", "ase:emt",
          "--structure", "alloy.extxyz"]
 ABORTED = ("umadrive serve[rank 1]: ERROR: aborting the MPI job, i-PI included: i-PI would "
            "wait forever for this rank's answer")
 
 
-class MpiJobs:
+class MpiJobs(Peers):
     """Starts ``mpiexec`` jobs in their own process group (its ranks are its
     grandchildren) with output in ``<name>.log``; ends the whole group."""
 
+    own_session = True
+
     def __init__(self, folder: Path, env: dict) -> None:
-        self.folder = folder
-        self.env = {**env, "MPIEXEC_TIMEOUT": str(PEER_TIMEOUT_S)}  # Hydra ends a stuck job
-        self.jobs: list[subprocess.Popen] = []
+        # Hydra ends a stuck job itself
+        super().__init__(folder, timeout_s=PEER_TIMEOUT_S,
+                         env={**env, "MPIEXEC_TIMEOUT": str(PEER_TIMEOUT_S)})
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def start(self, name: str, argv: list[str], **options) -> subprocess.Popen:
+        """Starts ``mpiexec ARGV``."""
         assert MPIEXEC.exists(), f"{MPIEXEC} is missing: pip install mpich (the [test] extra)"
-        with open(self.folder / f"{name}.log", "w") as log:
-            job = subprocess.Popen([str(MPIEXEC), *argv], cwd=self.folder, env=self.env,
-                                   stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        self.jobs.append(job)
-        return job
-
-    def wait(self, job: subprocess.Popen) -> int:
-        try:
-            return job.wait(timeout=PEER_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"{job.args} did not finish within {PEER_TIMEOUT_S} s")
-
-    def stop_all(self) -> None:
-        """Ends the groups of the jobs still running: while ``mpiexec`` is alive
-        (not reaped) its pid, which is also the group id, cannot be reused by
-        another process; a job that ended took its ranks with it."""
-        for job in self.jobs:
-            if job.poll() is None:
-                os.killpg(job.pid, signal.SIGKILL)
-                job.wait()
+        return super().start(name, [str(MPIEXEC), *argv], **options)
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import pytest
 from ase.calculators.emt import EMT
 from ase.calculators.lj import LennardJones
 
-from tests.lammps.conftest import console_script, thermo_rows
+from tests.lammps.conftest import thermo_rows
+from tests.peers import console_script
 from umadrive.testing import ENGINE_CONSTANTS_RTOL
 
 THERMO_PRINT_RTOL = 1e-7  # LAMMPS's default thermo format prints 8 significant digits
