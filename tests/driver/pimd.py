@@ -10,10 +10,9 @@ from pathlib import Path
 import ase
 import ase.io
 import numpy as np
-from ase.build import bulk
 from ase.units import Hartree
 
-from tests.reference import emt
+from tests.reference import emt, sheared_cu3au
 from umadrive.driver.ipi_input import IpiRun, ipi_input_xml
 from umadrive.testing import tolerance
 
@@ -24,15 +23,7 @@ TOL = tolerance("printed")
 
 def alloy() -> ase.Atoms:
     """32 atoms of L1_2 Cu3Au in a sheared (triclinic) cell, rattled."""
-    atoms = bulk("Cu", "fcc", a=3.75, cubic=True)
-    atoms[0].symbol = "Au"
-    atoms = atoms.repeat(2)
-    cell = atoms.cell.array.copy()
-    cell[1, 0] += 0.5
-    cell[2, 1] -= 0.4
-    atoms.set_cell(cell, scale_atoms=True)
-    atoms.rattle(0.05, seed=7)
-    return atoms
+    return sheared_cu3au((2, 2, 2), shear=(0.5, -0.4), seed=7)
 
 
 def pimd_input(folder: Path, **transport: object) -> str:

@@ -18,9 +18,9 @@ import ase
 import ase.io
 import numpy as np
 import pytest
-from ase.build import bulk
 from ase.units import Hartree
 
+from tests.reference import sheared_cu3au
 from umadrive.driver.ipi_input import IpiRun, ipi_input_xml
 from umadrive.testing import tolerance
 
@@ -34,14 +34,7 @@ TOL = tolerance("float64")
 
 def alloy() -> ase.Atoms:
     """8 atoms of Cu3Au (L1_2) in a sheared, non-upper-triangular cell, rattled."""
-    atoms = bulk("Cu", "fcc", a=3.75, cubic=True).repeat((2, 1, 1))
-    atoms.numbers[[0, 4]] = 79
-    cell = atoms.cell.array.copy()
-    cell[1, 0] += 0.4
-    cell[2, 1] -= 0.3
-    atoms.set_cell(cell, scale_atoms=True)
-    atoms.rattle(0.05, seed=4)
-    return atoms
+    return sheared_cu3au((2, 1, 1), shear=(0.4, -0.3), seed=4)
 
 
 def float64_mode(folder: Path) -> Path:
