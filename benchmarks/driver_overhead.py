@@ -1,18 +1,19 @@
-"""Per-step cost of serving forces through the i-PI socket: a ForceServer in this
-process sends 108-atom fcc Cu structures to ``umadrive serve --model ase:emt``
-(a subprocess) and waits for the answer; compared with calling EMT directly the
-same way the driver does. Medians over many steps; prints a markdown table and
-writes JSON to benchmarks/out/driver_overhead.json.
+"""Per-step cost of serving forces through the i-PI socket versus calling the
+same backend directly, at 32, 108 and 1,000 atoms of Cu3Au.
 
-    python benchmarks/driver_overhead.py [--steps 200]
+A ForceServer in this process sends one structure per step to ``umadrive serve``
+(a subprocess, unix socket) and waits for the answer; the direct side calls the
+backend the driver uses, in this process. The two sides alternate step by step
+(so load from other processes hits both alike); each runs one torch thread.
+Medians; prints a markdown table and writes benchmarks/out/driver_overhead.json.
+
+    python benchmarks/driver_overhead.py [--model tests/data/uma_s1p1.pt] [--steps 30]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -21,84 +22,79 @@ import time
 from pathlib import Path
 
 import ase.io
-import numpy as np
-from ase.build import bulk
+import torch
 
-from umadrive.driver.backend import make_backend
-from umadrive.protocol import ForceServer
-from umadrive.structure import Structure
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import FIXTURE_MODEL, cu3au, one_thread_env, perturbed, write_results  # noqa: E402
+from umadrive.driver.backend import UmaOptions, make_backend  # noqa: E402
+from umadrive.protocol import ForceServer  # noqa: E402
 
-OUT = Path(__file__).resolve().parent / "out"
-
-
-def perturbed(atoms, steps: int, seed: int = 0) -> list[Structure]:
-    """A fresh set of positions for every step, so no result comes from a cache."""
-    rng = np.random.default_rng(seed)
-    return [Structure(positions=atoms.positions + rng.normal(0, 0.02, atoms.positions.shape),
-                      cell=atoms.cell.array.copy(), pbc=atoms.pbc.copy()) for _ in range(steps)]
+SIZES = {32: (2, 2, 2), 108: (3, 3, 3), 1000: (5, 5, 10)}
 
 
-def time_calls(call, structures) -> list[float]:
-    times = []
-    for structure in structures:
-        start = time.perf_counter()
-        call([structure])
-        times.append(time.perf_counter() - start)
-    return times
+def timed(call, structure) -> float:
+    start = time.perf_counter()
+    call([structure])
+    return time.perf_counter() - start
 
 
-def time_socket(atoms, structure_file: Path, structures, warmup, transport: str) -> list[float]:
-    name = f"bench-{os.getpid()}"
-    address = {"unix": name} if transport == "unix" else {"host": "localhost", "port": 0}
-    with ForceServer(**address, timeout=120) as server:
-        where = (["--unix", name] if transport == "unix"
-                 else ["--host", "localhost", "--port", str(server.address.port)])
-        driver = subprocess.Popen([sys.executable, "-m", "umadrive", "serve", "--model", "ase:emt",
-                                   "--structure", str(structure_file), *where],
-                                  stderr=subprocess.DEVNULL)
+def measure(args, atoms, steps: int, folder: Path) -> tuple[list[float], list[float]]:
+    """(direct times, socket times) in seconds, alternating, after warm-up steps."""
+    structure_file = folder / f"cu3au_{len(atoms)}.extxyz"
+    ase.io.write(structure_file, atoms)
+    direct = make_backend(args.model, atoms, uma=UmaOptions(task=args.task, mode=args.mode))
+    name = f"bench-{os.getpid()}-{len(atoms)}"
+    with ForceServer(unix=name, timeout=600) as server:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "umadrive", "serve", "--model", args.model, "--task", args.task,
+             "--mode", args.mode, "--structure", str(structure_file), "--unix", name,
+             "--log-every", "0"], env=one_thread_env(), stderr=None if args.verbose else subprocess.DEVNULL)
         try:
-            server.accept(timeout=60)
-            time_calls(server.compute, warmup)
-            times = time_calls(server.compute, structures)
+            server.accept(timeout=120)
+            for structure in perturbed(atoms, 3, seed=1):  # warm-up, both sides
+                timed(direct.compute, structure)
+                timed(server.compute, structure)
+            direct_times, socket_times = [], []
+            for structure in perturbed(atoms, steps):
+                direct_times.append(timed(direct.compute, structure))
+                socket_times.append(timed(server.compute, structure))
             server.close()
-            driver.wait(timeout=30)
+            driver.wait(timeout=60)
         finally:
             if driver.poll() is None:
                 driver.kill()
                 driver.wait()
-    return times
+    return direct_times, socket_times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=200, help="timed steps per side (>= 50)")
+    parser.add_argument("--model", default=str(FIXTURE_MODEL),
+                        help="UMA checkpoint or 'ase:emt' (default: the tiny test fixture)")
+    parser.add_argument("--task", default="omat")
+    parser.add_argument("--mode", default="default")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps at 32 and 108 atoms "
+                        "(fewer at 1,000: 108/1000 of it, at least 8)")
+    parser.add_argument("--verbose", action="store_true", help="show the driver's log")
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), choices=list(SIZES))
     args = parser.parse_args()
-    steps = max(args.steps, 50)
-    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(3)  # 108 atoms
-    structures = perturbed(atoms, steps)
-    warmup = perturbed(atoms, 10, seed=1)
-    direct = make_backend("ase:emt", atoms)
-    time_calls(direct.compute, warmup)
-    rows = {"direct EMT call": time_calls(direct.compute, structures)}
+    torch.set_num_threads(1)
+    rows, results = [], []
     with tempfile.TemporaryDirectory() as folder:
-        structure_file = Path(folder) / "cu108.extxyz"
-        ase.io.write(structure_file, atoms)
-        for transport in ("unix", "inet"):
-            rows[f"umadrive serve, {transport} socket"] = time_socket(
-                atoms, structure_file, structures, warmup, transport)
-    base = statistics.median(rows["direct EMT call"])
-    results = []
-    print(f"| path ({len(atoms)} atoms, median of {steps} steps) | ms/step | overhead ms | ratio |")
-    print("|---|---:|---:|---:|")
-    for label, times in rows.items():
-        median = statistics.median(times)
-        results.append({"path": label, "median_s": median, "overhead_s": median - base,
-                        "ratio": median / base, "steps": steps})
-        print(f"| {label} | {median * 1e3:.3f} | {(median - base) * 1e3:.3f} | {median / base:.3f} |")
-    OUT.mkdir(exist_ok=True)
-    (OUT / "driver_overhead.json").write_text(json.dumps({
-        "atoms": len(atoms), "machine": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(), "results": results}, indent=2))
+        for n_atoms in args.sizes:
+            steps = max(8, args.steps * 108 // max(n_atoms, 108))
+            direct, socket = measure(args, cu3au(SIZES[n_atoms]), steps, Path(folder))
+            d, s = statistics.median(direct), statistics.median(socket)
+            results.append({"atoms": n_atoms, "steps": steps, "direct_median_s": d,
+                            "socket_median_s": s, "ratio": s / d})
+            rows.append(f"| {n_atoms} | {d * 1e3:.2f} | {s * 1e3:.2f} | {(s - d) * 1e3:.2f} | "
+                        f"{s / d:.3f} |")
+    header = [f"Driver overhead, {Path(args.model).name} ({args.mode} mode), one thread each side; "
+              "medians", "",
+              "| atoms | direct call ms | umadrive serve (unix socket) ms | overhead ms | ratio |",
+              "|---:|---:|---:|---:|---:|"]
+    write_results("driver_overhead", header + rows,
+                  {"model": args.model, "mode": args.mode, "results": results})
 
 
 if __name__ == "__main__":

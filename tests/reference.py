@@ -25,6 +25,21 @@ def sheared_copper() -> ase.Atoms:
     return atoms
 
 
+def sheared_cu3au(repeat: tuple[int, int, int], shear: tuple[float, float],
+                  seed: int) -> ase.Atoms:
+    """L1_2 Cu3Au (a = 3.75 Å) repeated ``repeat`` times, its cell sheared to a
+    general triclinic one (``shear`` Å added to cell[1, 0] and cell[2, 1]), rattled."""
+    atoms = bulk("Cu", "fcc", a=3.75, cubic=True)
+    atoms[0].symbol = "Au"
+    atoms = atoms.repeat(repeat)
+    cell = atoms.cell.array.copy()
+    cell[1, 0] += shear[0]
+    cell[2, 1] += shear[1]
+    atoms.set_cell(cell, scale_atoms=True)
+    atoms.rattle(0.05, seed=seed)
+    return atoms
+
+
 def small_molecule() -> ase.Atoms:
     """A non-periodic molecule of EMT elements (no cell)."""
     atoms = molecule("CH3CH2OH")

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("umadrive.demo", "run a short i-PI (or ASE) simulation served by umadrive"),
     "bench": ("umadrive.bench", "time the inference settings (default, turbo, each setting)"),
     "info": ("umadrive.info", "print versions, devices and where models are looked for"),
+    "lammps": ("umadrive.driver.lammps_command", "run a LAMMPS input script with forces from umadrive serve"),
 }
 
 

@@ -22,8 +22,8 @@ def test_any_ase_calculator_by_import_path_with_kwargs():
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("emt", "unknown --model 'emt'"),
-    ("ase:", "unknown --model 'ase:'"),
+    ("emt", "--model 'emt': .*or use 'ase:emt'"),  # not a file: taken as a UMA model name
+    ("ase:", "--model 'ase:': expected 'ase:emt' or 'ase:package.module:Class'"),
     ("ase:nosuchmodule:Calc", "cannot load Calc from nosuchmodule"),
     ("ase:ase.calculators.emt:NoSuchClass", "cannot load NoSuchClass"),
     ("ase:ase.calculators.emt", "expected 'ase:emt' or 'ase:package.module:Class'"),

@@ -1,8 +1,9 @@
 """What computes the answers: a :class:`Backend` turns structures into
 predictions. ``make_backend`` maps a ``--model`` spec to one.
 
-Specs: ``ase:emt`` (ASE's EMT) and ``ase:package.module:Class`` (any ASE
-calculator, built with the keyword arguments given).
+Specs: a UMA checkpoint path or model name (:mod:`umadrive.driver.uma_backend`),
+``ase:emt`` (ASE's EMT) and ``ase:package.module:Class`` (any ASE calculator,
+built with the keyword arguments given).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import ase
@@ -29,8 +31,32 @@ class Backend(Protocol):
     name: str
 
     def compute(self, structures: Sequence[Structure]) -> list[Prediction]:
-        """One prediction per structure (eV, eV/Å, eV/Å³)."""
+        """One prediction per structure (eV, eV/Å, eV/Å³), all in one call."""
         ...
+
+    def device_memory_bytes(self) -> int | None:
+        """Memory the backend holds on its accelerator; None on the CPU."""
+        ...
+
+
+@dataclass(frozen=True)
+class UmaOptions:
+    """How a UMA model is loaded and asked (``umadrive serve`` flags).
+
+    task: the model dataset to predict for (``omat``, ``omol``, ...); None is
+        allowed when the model has only one.
+    charge: total charge (e). spin: spin multiplicity; None means 1 for
+        ``omol`` and 0 (unset) otherwise, as fairchem's calculator does.
+    mode: ``default``, ``turbo`` or the path of a JSON file of
+        :class:`~umadrive.model.settings.InferenceSettings` fields.
+    device: ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+
+    task: str | None = None
+    charge: int = 0
+    spin: int | None = None
+    mode: str = "default"
+    device: str = "cpu"
 
 
 class AseBackend:
@@ -46,6 +72,9 @@ class AseBackend:
 
     def compute(self, structures: Sequence[Structure]) -> list[Prediction]:
         return [self._compute_one(structure) for structure in structures]
+
+    def device_memory_bytes(self) -> None:
+        return None
 
     def _compute_one(self, structure: Structure) -> Prediction:
         atoms = self._atoms
@@ -65,15 +94,22 @@ class AseBackend:
         return Prediction(energy=float(energy), forces=np.array(forces), stress=stress)
 
 
-def make_backend(spec: str, template: ase.Atoms, **kwargs: object) -> Backend:
-    """The backend for a ``--model`` spec; ``kwargs`` go to the calculator."""
+def make_backend(spec: str, template: ase.Atoms, *, uma: UmaOptions | None = None,
+                 **calculator_kwargs: object) -> Backend:
+    """The backend for a ``--model`` spec: ``ase:...`` builds an ASE calculator
+    with ``calculator_kwargs``; anything else is a UMA checkpoint path or model
+    name, loaded with ``uma`` (defaults: :class:`UmaOptions`)."""
     kind, _, rest = spec.partition(":")
-    if kind == "ase" and rest:
-        return AseBackend(_ase_calculator(rest, kwargs), template, name=spec)
-    raise ValueError(
-        f"unknown --model {spec!r}: use 'ase:emt' or 'ase:package.module:Class' "
-        "(any ASE calculator; keyword arguments with --model-kwargs JSON)"
-    )
+    if kind == "ase":
+        if not rest:
+            raise ValueError(f"--model {spec!r}: expected 'ase:emt' or 'ase:package.module:Class'")
+        return AseBackend(_ase_calculator(rest, calculator_kwargs), template, name=spec)
+    if calculator_kwargs:
+        raise ValueError(f"--model-kwargs {calculator_kwargs} apply to ASE calculators only "
+                         f"('ase:...'), not to the UMA model {spec!r}")
+    from umadrive.driver.uma_backend import UmaBackend
+
+    return UmaBackend.load(spec, template, uma or UmaOptions())
 
 
 def _ase_calculator(target: str, kwargs: dict) -> Calculator:

@@ -13,6 +13,9 @@ class IpiRun:
 
     structure: file i-PI reads with ASE (``mode='ase'``), Å.
     unix / host+port: where i-PI listens (``unix`` is a name under ``prefix``).
+    transport: ``socket`` (the plain protocol), ``shm`` (``<ffsocket mode='shm'>``,
+        needs ``unix``) or ``mpi`` (``<ffmpi>``, no address: i-PI runs under
+        ``mpiexec`` with the drivers).
     ensemble: ``nve``, ``nvt`` (PILE-G thermostat) or ``npt`` (isotropic barostat).
     timestep_fs, temperature_k, pressure_mpa (npt only), nbeads: the physics.
     batch_size > 1: i-PI's batched protocol. consolidate: i-PI 3.3's
@@ -22,6 +25,9 @@ class IpiRun:
     trajectories: per-bead quantities written every step to
         ``<output_prefix>.<quantity>_<bead>.extxyz`` (ASE's extended XYZ, in ASE
         units: i-PI converts with ase.units, as umadrive does).
+    extras: also write each bead's extras (the JSON the driver sent) every step to
+        ``<output_prefix>.extras_<bead>``.
+    verbosity: i-PI's; ``high`` prints the time of every step.
     """
 
     structure: str
@@ -30,6 +36,7 @@ class IpiRun:
     prefix: str = "/tmp/ipi_"
     host: str | None = None
     port: int | None = None
+    transport: str = "socket"
     ensemble: str = "nvt"
     nbeads: int = 1
     timestep_fs: float = 1.0
@@ -40,12 +47,21 @@ class IpiRun:
     properties: tuple[str, ...] = ("step", "time{picosecond}", "conserved{electronvolt}",
                                    "temperature{kelvin}", "potential{electronvolt}")
     trajectories: tuple[str, ...] = ()
+    extras: bool = False
     seed: int = 3348
     output_prefix: str = "sim"
+    verbosity: str = "low"
 
     def __post_init__(self) -> None:
-        if (self.unix is None) == (self.port is None):
+        if self.transport not in ("socket", "shm", "mpi"):
+            raise ValueError(f"transport={self.transport!r}: expected 'socket', 'shm' or 'mpi'")
+        if self.transport == "mpi":
+            if self.unix is not None or self.port is not None:
+                raise ValueError("transport='mpi' takes no unix=NAME or port=P")
+        elif (self.unix is None) == (self.port is None):
             raise ValueError("give exactly one of unix=NAME or port=P")
+        elif self.transport == "shm" and self.unix is None:
+            raise ValueError("transport='shm' needs unix=NAME (its control socket)")
         if self.ensemble not in ("nve", "nvt", "npt"):
             raise ValueError(f"ensemble={self.ensemble!r}: expected 'nve', 'nvt' or 'npt'")
 
@@ -53,21 +69,27 @@ class IpiRun:
 def ipi_input_xml(run: IpiRun) -> str:
     """The i-PI input XML for ``run``; every number is printed in full precision
     (``floatformat='%25.16e'``)."""
-    if run.unix is not None:
-        socket = f"<ffsocket mode='unix' name='umadrive' pbc='false'><address>{escape(run.unix)}</address>"
+    batch = f"<batch_size>{run.batch_size}</batch_size>" if run.batch_size > 1 else ""
+    if run.transport == "mpi":
+        socket = f"<ffmpi name='umadrive' pbc='false'><latency>1e-4</latency>{batch}</ffmpi>"
     else:
-        socket = (f"<ffsocket mode='inet' name='umadrive' pbc='false'>"
-                  f"<address>{escape(run.host or 'localhost')}</address><port>{run.port}</port>")
-    socket += (f"<latency>1e-4</latency><timeout>600</timeout>"
-               f"<consolidate_messages>{str(run.consolidate).lower()}</consolidate_messages>")
-    if run.batch_size > 1:
-        socket += f"<batch_size>{run.batch_size}</batch_size>"
-    socket += "</ffsocket>"
+        if run.unix is not None:
+            mode = "shm" if run.transport == "shm" else "unix"
+            socket = (f"<ffsocket mode='{mode}' name='umadrive' pbc='false'>"
+                      f"<address>{escape(run.unix)}</address>")
+        else:
+            socket = (f"<ffsocket mode='inet' name='umadrive' pbc='false'>"
+                      f"<address>{escape(run.host or 'localhost')}</address><port>{run.port}</port>")
+        socket += (f"<latency>1e-4</latency><timeout>600</timeout>"
+                   f"<consolidate_messages>{str(run.consolidate).lower()}</consolidate_messages>"
+                   f"{batch}</ffsocket>")
 
     trajectories = "".join(
         f"<trajectory filename='{q}' stride='1' format='ase'>{q}</trajectory>"
         for q in run.trajectories
     )
+    if run.extras:
+        trajectories += "<trajectory filename='extras' stride='1'>extras</trajectory>"
     ensemble = f"<temperature units='kelvin'>{run.temperature_k}</temperature>"
     thermostat = ("<thermostat mode='pile_g'><tau units='femtosecond'>100</tau></thermostat>")
     timestep = f"<timestep units='femtosecond'>{run.timestep_fs}</timestep>"
@@ -82,7 +104,7 @@ def ipi_input_xml(run: IpiRun) -> str:
             "<thermostat mode='langevin'><tau units='femtosecond'>100</tau></thermostat>"
             f"</barostat>{thermostat}{timestep}</dynamics>"
         )
-    return f"""<simulation verbosity='low' safe_stride='1000' floatformat='%25.16e' sockets_prefix='{escape(run.prefix)}'>
+    return f"""<simulation verbosity='{escape(run.verbosity)}' safe_stride='1000' floatformat='%25.16e' sockets_prefix='{escape(run.prefix)}'>
   <output prefix='{run.output_prefix}'>
     <properties stride='1' filename='out'>[{', '.join(run.properties)}]</properties>
     {trajectories}

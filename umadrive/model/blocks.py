@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from umadrive.model.mole import ExpertRouting, MixtureOfLinearExperts
+from umadrive.model.mole import ExpertRouting, MixtureOfLinearExperts, linear_per_system
 from umadrive.model.so3 import CoefficientLayout
 
 
@@ -89,9 +89,10 @@ class SO3Linear(nn.Module):
 class SO2mConv(nn.Module):
     """The SO(2) convolution of one order m > 0 as a complex multiplication.
 
-    Input (E, 2, k*C_in) holds the +m and -m coefficients of the k = lmax-m+1
-    degrees; ``fc`` has weight rows [W1; W2] and gives
-    ``(+m) = W1 x+ - W2 x-``, ``(-m) = W2 x+ + W1 x-``, each (E, k, C_out).
+    Input (E, 2*k*C_in): the +m then the -m coefficients of the k = lmax-m+1
+    degrees. ``fc`` holds the weight rows [W1; W2] and gives
+    ``(+m) = W1 x+ - W2 x-``, ``(-m) = W2 x+ + W1 x-``, computed as one product
+    with ``[[W1, -W2], [W2, W1]]``; output (E, 2k, C_out), +m degrees first.
     """
 
     def __init__(self, num_experts: int, degrees: int, in_channels: int,
@@ -103,12 +104,10 @@ class SO2mConv(nn.Module):
                                          2 * degrees * out_channels, bias=False)
 
     def forward(self, x: torch.Tensor, routing: ExpertRouting | None) -> torch.Tensor:
-        width = self.degrees * self.out_channels
-        y = self.fc(x, routing).view(x.shape[0], 2, 2, width)  # (E, +-m in, W1/W2, k*C_out)
-        plus = y[:, 0, 0] - y[:, 1, 1]
-        minus = y[:, 0, 1] + y[:, 1, 0]
-        return torch.stack((plus, minus), dim=1).view(x.shape[0], 2 * self.degrees,
-                                                      self.out_channels)
+        w1, w2 = self.fc.weights_for(routing).chunk(2, dim=1)
+        block = torch.cat((torch.cat((w1, -w2), dim=2), torch.cat((w2, w1), dim=2)), dim=1)
+        out = linear_per_system(x, block, None, None if routing is None else routing.counts)
+        return out.view(x.shape[0], 2 * self.degrees, self.out_channels)
 
 
 class SO2Convolution(nn.Module):
@@ -162,7 +161,7 @@ class SO2Convolution(nn.Module):
             xm = groups[m].reshape(num_edges, 2, self.radial_split[m])
             if radial is not None:
                 xm = xm * radial[m][:, None, :]
-            out.append(conv(xm, routing))
+            out.append(conv(xm.reshape(num_edges, 2 * self.radial_split[m]), routing))
         return torch.cat(out, dim=1), gates
 
 
@@ -220,7 +219,8 @@ class Edgewise(nn.Module):
                  routing: ExpertRouting | None) -> torch.Tensor:
         """(E, (lmax+1)**2, C): each edge's message in the centre's frame, not yet summed."""
         source, centre = edge_index
-        message = torch.bmm(wigner, torch.cat((x[source], x[centre]), dim=2))
+        pairs = torch.cat((x.index_select(0, source), x.index_select(0, centre)), dim=2)
+        message = torch.bmm(wigner, pairs)
         message, gates = self.so2_conv_1(message, routing, edge_scalars)
         gates = torch.sigmoid(gates).view(gates.shape[0], self.lmax, self.hidden_channels)
         message = torch.cat((F.silu(message[:, :1]), message[:, 1:] * gates[:, self.gate_index]),

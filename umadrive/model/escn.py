@@ -7,7 +7,6 @@ comes from :class:`~umadrive.model.config.BackboneConfig`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 

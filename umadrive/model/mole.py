@@ -69,25 +69,39 @@ class MixtureOfLinearExperts(nn.Module):
 
     def merged_weight(self, coefficients: torch.Tensor) -> torch.Tensor:
         """(out, in) weight of the mixture with ``coefficients`` (n_experts,)."""
-        return torch.einsum("e,eoi->oi", coefficients.to(self.weights.dtype), self.weights)
+        return self.mixed_weights(coefficients[None])[0]
+
+    def mixed_weights(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """(B, out, in) weights of the mixtures with ``coefficients`` (B, n_experts)."""
+        return torch.einsum("be,eoi->boi", coefficients.to(self.weights.dtype), self.weights)
 
     def merge(self, coefficients: torch.Tensor) -> None:
         """Keep the weight of the mixture ``coefficients`` (n_experts,) as ``merged``."""
         self.merged = self.merged_weight(coefficients).detach()
 
-    def forward(self, x: torch.Tensor, routing: ExpertRouting | None) -> torch.Tensor:
-        """x: (rows, ..., in) -> (rows, ..., out); ``routing=None``: the merged weight."""
+    def weights_for(self, routing: ExpertRouting | None) -> torch.Tensor:
+        """(B, out, in): each system's mixture, or for ``routing=None`` the merged weight (B = 1)."""
         if routing is None:
             if self.merged is None:
                 raise RuntimeError("MixtureOfLinearExperts called without routing before merge()")
-            return F.linear(x, self.merged, self.bias)
-        weights = torch.einsum("be,eoi->boi", routing.coefficients.to(self.weights.dtype),
-                               self.weights)
-        if len(routing.counts) == 1:
-            return F.linear(x, weights[0], self.bias)
-        parts = x.split(list(routing.counts))
-        return torch.cat([F.linear(part, weights[b], self.bias) for b, part in enumerate(parts)])
+            return self.merged[None]
+        return self.mixed_weights(routing.coefficients)
+
+    def forward(self, x: torch.Tensor, routing: ExpertRouting | None) -> torch.Tensor:
+        """x: (rows, in) -> (rows, out); ``routing=None``: the merged weight."""
+        return linear_per_system(x, self.weights_for(routing), self.bias,
+                                 None if routing is None else routing.counts)
 
     def extra_repr(self) -> str:
         return (f"num_experts={self.num_experts}, in_features={self.in_features}, "
                 f"out_features={self.out_features}, bias={self.bias is not None}")
+
+
+def linear_per_system(x: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | None,
+                      counts: tuple[int, ...] | None) -> torch.Tensor:
+    """Rows of ``x`` (rows, in) times the weight (out, in) of their system, ``weights``
+    (B, out, in), ``counts[b]`` consecutive rows per system (None: one system); plus ``bias``."""
+    if counts is None or len(counts) == 1:
+        return F.linear(x, weights[0], bias)
+    parts = x.split(list(counts))
+    return torch.cat([F.linear(part, weights[b], bias) for b, part in enumerate(parts)])

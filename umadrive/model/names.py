@@ -24,7 +24,9 @@ HF_SUBFOLDER = "checkpoints"
 KNOWN_MODELS = {"uma-s-1": "uma-s-1.pt", "uma-s-1p1": "uma-s-1p1.pt", "uma-m-1p1": "uma-m-1p1.pt"}
 """Names of the official checkpoints umadrive runs, and their file names."""
 
-BUNDLED_MODELS: dict[str, Path] = {}
+BUNDLED_MODELS: dict[str, Path] = {
+    "demo": Path(__file__).resolve().parent.parent / "data" / "demo" / "uma-demo.pt",
+}
 """Names of checkpoints shipped inside the umadrive package (the demo model)."""
 
 

@@ -82,53 +82,85 @@ class DriverConnection:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @property
+    def init(self) -> InitInfo | None:
+        """What the server's INIT said; None until it sent one (ASE and LAMMPS never do)."""
+        return self._init
+
+    @property
+    def state(self) -> str:
+        """``NEEDINIT``, ``READY``, ``computing`` (a request awaits
+        :meth:`send_predictions`) or ``HAVEDATA`` (the reply awaits GETFORCE)."""
+        return self._state
+
     def next_request(self) -> Request | None:
         """Answers STATUS, INIT and GETFORCE until POSDATA arrives and returns it.
         Returns None on EXIT, or when the server closes while no exchange is open
         (``end_reason`` says which). Raises :class:`ProtocolError` otherwise."""
+        while self.end_reason is None:
+            request = self.read_message()
+            if request is not None:
+                return request
+        return None
+
+    def read_message(self) -> Request | None:
+        """Reads and answers one message (blocking until it has arrived). Returns
+        the :class:`Request` when it was POSDATA, else None; ``end_reason`` is set
+        once the server sent EXIT or closed while no exchange was open. For
+        drivers that wait on many connections with :mod:`selectors`."""
         if self._state == _COMPUTING:
             raise RuntimeError("send_predictions() must answer the previous request first")
+        if self.end_reason is not None:
+            raise RuntimeError(f"the server ended this connection ({self.end_reason})")
         channel = self._channel
-        while True:
-            header = channel.read_header(f"a header in state {self._state}")
-            if header is None:
-                if self._state == _HAVEDATA:
-                    raise ProtocolError(
-                        channel.peer, "GETFORCE for the computed results", "end of stream"
-                    )
-                self.end_reason = "EOF"
-                return None
-            if header == msg.STATUS:
-                channel.send(_STATUS_REPLY[self._state])
-            elif header == msg.POSDATA and self._state != _HAVEDATA:
-                return self._read_posdata()
-            elif header == msg.GETFORCE and self._state == _HAVEDATA:
-                reply, self._reply, self._request = self._reply, None, None
-                self._state = _READY
-                channel.send(reply)
-            elif header == msg.INIT and self._state != _HAVEDATA:
-                self._init = msg.read_init(channel)
-                self._state = _READY
-            elif header == msg.EXIT:
-                self.end_reason = "EXIT"
-                return None
-            else:
-                allowed = {
-                    _NEEDINIT: "STATUS, INIT, POSDATA or EXIT",
-                    _READY: "STATUS, INIT, POSDATA or EXIT",
-                    _HAVEDATA: "STATUS, GETFORCE or EXIT",
-                }[self._state]
+        header = channel.read_header(f"a header in state {self._state}")
+        if header is None:
+            if self._state == _HAVEDATA:
                 raise ProtocolError(
-                    channel.peer, f"{allowed} in state {self._state}", msg.header_name(header)
+                    channel.peer, "GETFORCE for the computed results", "end of stream"
                 )
+            self.end_reason = "EOF"
+        elif header == msg.STATUS:
+            channel.send(_STATUS_REPLY[self._state])
+        elif header == msg.POSDATA and self._state != _HAVEDATA:
+            return self._read_posdata()
+        elif header == msg.GETFORCE and self._state == _HAVEDATA:
+            reply, self._reply, self._request = self._reply, None, None
+            self._state = _READY
+            channel.send(reply)
+        elif header == msg.INIT and self._state != _HAVEDATA:
+            self._init = msg.read_init(channel)
+            self._state = _READY
+        elif header == msg.EXIT:
+            self.end_reason = "EXIT"
+        else:
+            allowed = {
+                _NEEDINIT: "STATUS, INIT, POSDATA or EXIT",
+                _READY: "STATUS, INIT, POSDATA or EXIT",
+                _HAVEDATA: "STATUS, GETFORCE or EXIT",
+            }[self._state]
+            raise ProtocolError(
+                channel.peer, f"{allowed} in state {self._state}", msg.header_name(header)
+            )
+        return None
 
     def _read_posdata(self) -> Request:
         batch_size = self._init.batch_size if self._init is not None else 1
-        wire = msg.read_posdata(self._channel, batch_size=batch_size, max_atoms=self._max_atoms)
+        wire = self._receive_structures(batch_size)
         structures = [structure_from_wire(w.h, w.positions) for w in wire]
         self._request = Request(structures=structures, init=self._init, batched=batch_size > 1)
         self._state = _COMPUTING
         return self._request
+
+    def _receive_structures(self, batch_size: int) -> list[msg.WireStructure]:
+        """The structures of a POSDATA whose header was just read. Transports
+        that keep the arrays elsewhere (shared memory) override this."""
+        return msg.read_posdata(self._channel, batch_size=batch_size, max_atoms=self._max_atoms)
+
+    def _encode_reply(self, results: list[msg.WireResult], *, batched: bool) -> bytes:
+        """The FORCEREADY message for ``results``; overridden like
+        :meth:`_receive_structures`."""
+        return msg.encode_forceready(results, batched=batched)
 
     def send_predictions(self, predictions: Sequence[Prediction]) -> None:
         """Answers the request returned last: checks the count, every atom count,
@@ -137,30 +169,39 @@ class DriverConnection:
         request = self._request
         if self._state != _COMPUTING or request is None:
             raise RuntimeError("send_predictions() called with no request waiting")
-        if len(predictions) != len(request.structures):
-            raise UnsendableReplyError(
-                f"{len(predictions)} predictions for a request of "
-                f"{len(request.structures)} structures"
-            )
-        results = []
-        for index, (prediction, structure) in enumerate(zip(predictions, request.structures)):
-            shape = np.shape(prediction.forces)
-            if shape != (structure.n_atoms, 3):
-                raise UnsendableReplyError(
-                    f"structure {index}: forces of shape {shape}, the request has "
-                    f"{structure.n_atoms} atoms (expected ({structure.n_atoms}, 3))"
-                )
-            energy, forces, virial = prediction_to_wire(prediction, structure)
-            if not (np.isfinite(energy) and np.all(np.isfinite(forces))
-                    and np.all(np.isfinite(virial))):
-                raise UnsendableReplyError(
-                    f"structure {index}: the prediction holds non-finite values "
-                    f"(energy {prediction.energy}, {np.count_nonzero(~np.isfinite(forces))} "
-                    "non-finite force components or a non-finite stress); not sent"
-                )
-            results.append(msg.WireResult(energy, forces, virial, encode_extras(prediction.extras)))
-        self._reply = msg.encode_forceready(results, batched=request.batched)
+        results = wire_results(predictions, request.structures)
+        self._reply = self._encode_reply(results, batched=request.batched)
         self._state = _HAVEDATA
+
+
+def wire_results(
+    predictions: Sequence[Prediction], structures: Sequence[Structure]
+) -> list[msg.WireResult]:
+    """The wire form of one prediction per structure, checked before anything is
+    sent: the count, every atom count, finiteness and the extras. Raises
+    :class:`UnsendableReplyError` naming the structure and the value."""
+    if len(predictions) != len(structures):
+        raise UnsendableReplyError(
+            f"{len(predictions)} predictions for a request of {len(structures)} structures"
+        )
+    results = []
+    for index, (prediction, structure) in enumerate(zip(predictions, structures)):
+        shape = np.shape(prediction.forces)
+        if shape != (structure.n_atoms, 3):
+            raise UnsendableReplyError(
+                f"structure {index}: forces of shape {shape}, the request has "
+                f"{structure.n_atoms} atoms (expected ({structure.n_atoms}, 3))"
+            )
+        energy, forces, virial = prediction_to_wire(prediction, structure)
+        if not (np.isfinite(energy) and np.all(np.isfinite(forces))
+                and np.all(np.isfinite(virial))):
+            raise UnsendableReplyError(
+                f"structure {index}: the prediction holds non-finite values "
+                f"(energy {prediction.energy}, {np.count_nonzero(~np.isfinite(forces))} "
+                "non-finite force components or a non-finite stress); not sent"
+            )
+        results.append(msg.WireResult(energy, forces, virial, encode_extras(prediction.extras)))
+    return results
 
 
 def encode_extras(extras: dict | None) -> bytes:

@@ -1,0 +1,50 @@
+"""Shared pieces of the driver benchmarks: the test structures, a fresh set of
+positions per step, and the markdown/JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import ase
+import numpy as np
+from ase.build import bulk
+
+from umadrive.structure import Structure
+
+OUT = Path(__file__).resolve().parent / "out"
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE_MODEL = ROOT / "tests" / "data" / "uma_s1p1.pt"
+
+
+def cu3au(repeat: tuple[int, int, int]) -> ase.Atoms:
+    """L1_2 Cu3Au (4 atoms per cubic cell, a = 3.75 Å) repeated, rattled."""
+    atoms = bulk("Cu", "fcc", a=3.75, cubic=True)
+    atoms.numbers[0] = 79
+    atoms = atoms.repeat(repeat)
+    atoms.rattle(0.03, seed=7)
+    return atoms
+
+
+def perturbed(atoms: ase.Atoms, count: int, seed: int = 0) -> list[Structure]:
+    """``count`` structures with fresh positions, so no result comes from a cache."""
+    rng = np.random.default_rng(seed)
+    return [Structure(positions=atoms.positions + rng.normal(0, 0.02, atoms.positions.shape),
+                      cell=atoms.cell.array.copy(), pbc=atoms.pbc.copy()) for _ in range(count)]
+
+
+def one_thread_env() -> dict:
+    """Subprocess environment: one torch/OpenMP thread, PYTHONPATH at the repository."""
+    return {**os.environ, "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+
+
+def write_results(name: str, table: list[str], results: dict) -> None:
+    """Prints the markdown table and writes ``benchmarks/out/<name>.json``."""
+    print("\n".join(table))
+    OUT.mkdir(exist_ok=True)
+    results = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+               **results}
+    (OUT / f"{name}.json").write_text(json.dumps(results, indent=2))

@@ -1,0 +1,162 @@
+"""``umadrive serve`` against this package's ForceServer (a real server-side
+peer, in the test process): warm-up, status lines and JSON log, a failing model,
+a stop signal while waiting for a server; and the UMA backend's options."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import ase.io
+import numpy as np
+import pytest
+
+from tests.reference import emt, sheared_copper, to_structure
+from umadrive.protocol import ForceServer, ProtocolError
+from umadrive.testing import tolerance
+
+TIMEOUT_S = 60
+
+
+@pytest.mark.timeout(120)
+def test_warmup_status_lines_and_json_log(processes, tmp_path, socket_name):
+    atoms = sheared_copper()
+    ase.io.write(tmp_path / "cu.extxyz", atoms)
+    with ForceServer(unix=socket_name, timeout=TIMEOUT_S) as server:
+        serve = processes.serve("--model", "ase:emt", "--structure", str(tmp_path / "cu.extxyz"),
+                                "--unix", socket_name, "--warmup", "--log-every", "2",
+                                "--log-json", str(tmp_path / "log.jsonl"))
+        server.accept(timeout=TIMEOUT_S)
+        for step in range(5):
+            moved = atoms.copy()
+            moved.positions += 0.01 * step
+            (got,) = server.compute([to_structure(moved)])
+            assert abs(got.energy - emt(moved).energy) <= 1e-9
+    assert processes.wait(serve) == 0, processes.logs()
+    log = (tmp_path / "serve.log").read_text()
+    assert "warm-up prediction on the template (32 atoms)" in log
+    assert "steps 1-2: 2 requests, 2 structures (1 per step), 64 atoms; ms/step wait" in log
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    events = [r["event"] for r in records]
+    assert events == ["loaded", "warmup", "connected", "status", "status", "run_end", "summary"]
+    summary = records[-1]
+    assert (summary["steps"], summary["requests"], summary["atoms"]) == (5, 5, 5 * 32)
+    for key in ("ms_wait", "ms_receive", "ms_model", "ms_send", "atoms_per_s"):
+        assert summary[key] > 0, key
+    assert "device_memory_mib" not in summary  # CPU
+
+
+@pytest.mark.timeout(120)
+def test_model_failure_is_logged_with_the_size_and_nothing_is_sent(
+        processes, tmp_path, socket_name, test_env):
+    ase.io.write(tmp_path / "cu.extxyz", sheared_copper())
+    with ForceServer(unix=socket_name, timeout=TIMEOUT_S) as server:
+        serve = processes.serve(
+            "--model", "ase:tests.driver.failing_calculator:OutOfMemoryCalculator",
+            "--structure", str(tmp_path / "cu.extxyz"), "--unix", socket_name, env=test_env)
+        server.accept(timeout=TIMEOUT_S)
+        with pytest.raises(ProtocolError, match="FORCEREADY, received end of stream"):
+            server.compute([to_structure(sheared_copper())])
+    assert processes.wait(serve) == 1, processes.logs()
+    assert ("the model failed on 1 structures of [32] atoms (32 in all): MemoryError: pretend "
+            "the device ran out of memory") in (tmp_path / "serve.log").read_text()
+
+
+@pytest.mark.timeout(60)
+def test_stop_signal_while_waiting_for_a_server_exits_0(processes, tmp_path, socket_name):
+    ase.io.write(tmp_path / "cu.extxyz", sheared_copper())
+    serve = processes.serve("--model", "ase:emt", "--structure", str(tmp_path / "cu.extxyz"),
+                            "--unix", socket_name, "--persist")
+    deadline = time.monotonic() + TIMEOUT_S
+    while "waiting for a server" not in (tmp_path / "serve.log").read_text():
+        assert time.monotonic() < deadline, processes.logs()
+        time.sleep(0.05)
+    serve.send_signal(signal.SIGTERM)
+    assert processes.wait(serve) == 0, processes.logs()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--connections", "0"], "--connections 0: expected 1 or more"),
+    (["--batch-window", "-1"], "--batch-window -1.0: expected 0 ms or more"),
+    (["--log-every", "-5"], "--log-every -5: expected 0"),
+])
+def test_bad_serve_options_exit_2(processes, tmp_path, socket_name, argv, message):
+    ase.io.write(tmp_path / "cu.extxyz", sheared_copper())
+    serve = processes.serve("--model", "ase:emt", "--structure", str(tmp_path / "cu.extxyz"),
+                            "--unix", socket_name, *argv)
+    assert processes.wait(serve) == 2
+    assert message in (tmp_path / "serve.log").read_text()
+
+
+# ---------------------------------------------------------------- UMA backend
+
+
+@pytest.fixture(scope="module")
+def uma():
+    pytest.importorskip("torch")
+    from umadrive.driver import uma_backend
+
+    return uma_backend
+
+
+def test_uma_backend_batch_equals_one_by_one_calls(uma, tmp_path):
+    from tests.driver.test_batching import CHECKPOINT, alloy
+    from umadrive.driver.backend import UmaOptions, make_backend
+
+    mode = tmp_path / "float64.json"
+    mode.write_text(json.dumps({"base_precision_dtype": "float64"}))
+    atoms = alloy()
+    backend = make_backend(str(CHECKPOINT), atoms, uma=UmaOptions(task="omat", mode=str(mode)))
+    rng = np.random.default_rng(5)
+    structures = [to_structure(atoms)]
+    for _ in range(3):
+        moved = atoms.copy()
+        moved.positions += rng.normal(0, 0.05, moved.positions.shape)
+        structures.append(to_structure(moved))
+    together = backend.compute(structures)
+    tol = tolerance("float64")
+    for structure, got in zip(structures, together):
+        (alone,) = backend.compute([structure])
+        assert abs(got.energy - alone.energy) <= tol.energy_per_atom * len(atoms)
+        np.testing.assert_allclose(got.forces, alone.forces, rtol=0, atol=tol.forces)
+        np.testing.assert_allclose(got.stress, alone.stress, rtol=0, atol=tol.stress)
+    assert len({round(p.energy, 8) for p in together}) == len(structures)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({}, r"--task is required: .* predicts for \['oc20', 'odac', 'omat', 'omc', 'omol'\]"),
+    ({"task": "nope"}, "task 'nope' is not one of this model's tasks"),
+    ({"task": "omat", "mode": "fast"}, "--mode 'fast': expected default or turbo, or the path"),
+    ({"task": "omat", "device": "tpu"}, "--device 'tpu'"),
+])
+def test_uma_backend_options_are_checked(uma, options, message):
+    from tests.driver.test_batching import CHECKPOINT, alloy
+    from umadrive.driver.backend import UmaOptions, make_backend
+
+    with pytest.raises(ValueError, match=message):
+        make_backend(str(CHECKPOINT), alloy(), uma=UmaOptions(**options))
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"compile": true, "speed": 3}', r"unknown settings \['speed'\]"),
+    ('{"base_precision_dtype": "float16"}', "base_precision_dtype 'float16'"),
+    ("[1]", "expected a JSON object of settings, got list"),
+    ("{", "not JSON"),
+])
+def test_settings_file_errors_name_the_problem(uma, tmp_path, text, message):
+    path = tmp_path / "settings.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        uma.inference_settings(str(path))
+
+
+def test_settings_file_fields_override_the_default_preset(uma, tmp_path):
+    import torch
+
+    path = tmp_path / "settings.json"
+    path.write_text('{"activation_checkpointing": false, "base_precision_dtype": "float64"}')
+    settings = uma.inference_settings(str(path))
+    assert settings.activation_checkpointing is False
+    assert settings.base_precision_dtype == torch.float64
+    assert settings.internal_graph_gen_version == 2 and settings.merge_mole is False

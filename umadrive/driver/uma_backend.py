@@ -1,0 +1,128 @@
+"""The UMA backend: one loaded predict unit answering every structure of a step
+in ONE ``predict`` call. The template gives the atomic numbers; task, charge and
+spin are fixed for the process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import ase
+import torch
+
+from umadrive.driver.backend import UmaOptions
+from umadrive.model.predictor import PredictUnit, System, get_predict_unit
+from umadrive.model.settings import PRESETS, InferenceSettings
+from umadrive.structure import Prediction, Structure
+
+log = logging.getLogger("umadrive.driver")
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def inference_settings(mode: str) -> InferenceSettings:
+    """``--mode``: a preset name, or the path of a JSON object of
+    :class:`InferenceSettings` fields (``base_precision_dtype`` as
+    ``"float32"``/``"float64"``; fields left out keep the default preset's value)."""
+    if mode in PRESETS:
+        return InferenceSettings.preset(mode)
+    path = Path(mode)
+    if not path.is_file():
+        raise ValueError(f"--mode {mode!r}: expected {' or '.join(sorted(PRESETS))}, or the path "
+                         "of a JSON file of inference settings (no such file)")
+    try:
+        fields = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--mode {mode!r}: not JSON ({error})") from error
+    if not isinstance(fields, dict):
+        raise ValueError(f"--mode {mode!r}: expected a JSON object of settings, got "
+                         f"{type(fields).__name__}")
+    known = set(InferenceSettings.__dataclass_fields__)
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"--mode {mode!r}: unknown settings {unknown}; known: {sorted(known)}")
+    if "base_precision_dtype" in fields:
+        name = fields["base_precision_dtype"]
+        if name not in _DTYPES:
+            raise ValueError(f"--mode {mode!r}: base_precision_dtype {name!r}, expected one of "
+                             f"{sorted(_DTYPES)}")
+        fields["base_precision_dtype"] = _DTYPES[name]
+    return InferenceSettings(**{**PRESETS["default"], **fields})
+
+
+def torch_device(name: str) -> torch.device:
+    """``--device``: ``cpu``, ``cuda`` or ``cuda:N``, checked against what torch sees."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"--device {name!r}: {error}; expected cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {name!r}: torch {torch.__version__} sees no CUDA device; "
+                             "use --device cpu or install a CUDA build of torch")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"--device {name!r}: only cuda:0..cuda:{count - 1} exist")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {name!r}: expected cpu, cuda or cuda:N")
+    return device
+
+
+class UmaBackend:
+    """A UMA predict unit for the template's species (atom order as in the
+    template); every ``compute`` is one ``predict`` call."""
+
+    def __init__(self, unit: PredictUnit, template: ase.Atoms, *, task: str, charge: int,
+                 spin: int, name: str) -> None:
+        self.name = name
+        self.unit = unit
+        self._numbers = template.numbers.copy()
+        self._task = task
+        self._charge = charge
+        self._spin = spin
+        # refuses unknown elements, task, charge or spin now rather than at the first request
+        unit.batch([self._system(Structure(positions=template.positions.copy(),
+                                           cell=template.cell.array.copy(),
+                                           pbc=template.pbc.copy()))])
+
+    @classmethod
+    def load(cls, model: str, template: ase.Atoms, options: UmaOptions) -> UmaBackend:
+        """Loads ``model`` (checkpoint path or name) once, reporting progress."""
+        settings = inference_settings(options.mode)
+        device = torch_device(options.device)
+        log.info("loading UMA model %s on %s (mode %s)...", model, device, options.mode)
+        start = time.perf_counter()
+        try:
+            unit = get_predict_unit(model, device, settings)
+        except FileNotFoundError as error:
+            raise ValueError(f"--model {model!r}: {error}; or use 'ase:emt' / "
+                             "'ase:package.module:Class' for an ASE calculator") from None
+        datasets = list(unit.datasets)
+        log.info("loaded %s in %.1f s: %d parameters, tasks %s", model,
+                 time.perf_counter() - start, sum(p.numel() for p in unit.model.parameters()),
+                 datasets)
+        task = options.task
+        if task is None:
+            if len(datasets) != 1:
+                raise ValueError(f"--task is required: {model} predicts for {datasets} (e.g. "
+                                 "omat for inorganic materials, omol for molecules)")
+            task = datasets[0]
+        spin = options.spin if options.spin is not None else (1 if task == "omol" else 0)
+        return cls(unit, template, task=task, charge=options.charge, spin=spin,
+                   name=f"{Path(model).name} ({task})")
+
+    def _system(self, structure: Structure) -> System:
+        return System(numbers=self._numbers, structure=structure, task=self._task,
+                      charge=self._charge, spin=self._spin)
+
+    def compute(self, structures: Sequence[Structure]) -> list[Prediction]:
+        return self.unit.predict([self._system(s) for s in structures])
+
+    def device_memory_bytes(self) -> int | None:
+        device = self.unit.device
+        if device.type != "cuda":
+            return None
+        return int(torch.cuda.max_memory_allocated(device))
