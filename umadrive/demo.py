@@ -14,14 +14,17 @@ import time
 from importlib import resources
 from pathlib import Path
 
-DEFAULT_MODEL = "ase:emt"  # the bundled UMA demo model replaces this later
+DEFAULT_MODEL = "demo"  # the bundled UMA-architecture demo model (umadrive/data/demo)
+DEFAULT_MODE = "turbo"
 DEMO_STRUCTURE = "cu3au_108.extxyz"
 _PROGRESS_INTERVAL_S = 1.0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="backend spec (default %(default)s)")
-    parser.add_argument("--steps", type=int, default=200, help="MD steps (default %(default)s)")
+    parser.add_argument("--mode", default=DEFAULT_MODE, metavar="default|turbo|FILE.json",
+                        help="inference settings for a UMA model (default %(default)s)")
+    parser.add_argument("--steps", type=int, default=100, help="MD steps (default %(default)s)")
     parser.add_argument("--beads", type=int, default=4,
                         help="path-integral beads, i-PI engine only (default %(default)s)")
     parser.add_argument("--engine", choices=("ipi", "ase"), default="ipi",
@@ -49,10 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     children: list[subprocess.Popen] = []
     try:
-        serve = _start(children, folder / "serve.log", [
-            sys.executable, "-m", "umadrive", "serve", "--model", args.model,
-            "--structure", str(structure), "--unix", socket_name, "--connect-timeout", "60",
-        ], folder)
+        serve = _start(children, folder / "serve.log", _serve_command(args, structure, socket_name),
+                       folder)
         start = time.perf_counter()
         if args.engine == "ipi":
             table = _run_ipi(args, folder, structure, socket_name, children, serve)
@@ -74,6 +75,19 @@ def run(args: argparse.Namespace) -> int:
         return 1
     _summary(table, elapsed, folder)
     return 0
+
+
+def _serve_command(args: argparse.Namespace, structure: Path, socket_name: str) -> list[str]:
+    """``umadrive serve`` for the demo: a UMA model is warmed up (compiled, in
+    turbo) before connecting, and with i-PI each bead gets its own connection so
+    that a step's beads are computed in one forward pass."""
+    command = [sys.executable, "-m", "umadrive", "serve", "--model", args.model,
+               "--structure", str(structure), "--unix", socket_name, "--connect-timeout", "300"]
+    if not args.model.startswith("ase:"):
+        command += ["--mode", args.mode, "--warmup"]
+    if args.engine == "ipi":
+        command += ["--connections", str(args.beads)]
+    return command
 
 
 class _DemoFailed(RuntimeError):
@@ -177,7 +191,9 @@ class _Progress:
         self.shown = now
         done = int(table[-1, 0]) if len(table) else 0
         end = "\n" if final or not sys.stdout.isatty() else "\r"
-        print(f"  step {done:>6}/{self.steps}  ({now - self.start:5.1f} s)", end=end, flush=True)
+        waiting = "" if len(table) else "  (loading and warming up the model: see serve.log)"
+        print(f"  step {done:>6}/{self.steps}  ({now - self.start:5.1f} s){waiting}", end=end,
+              flush=True)
 
 
 def _summary(table, elapsed: float, folder: Path) -> None:
