@@ -1,6 +1,6 @@
 """The README's "Inference settings" table: ``umadrive bench`` on the two models.
 
-    /work/venvs/oracle/bin/python tools/make_reference_fixtures.py \
+    .oracle/bin/python tools/make_reference_fixtures.py \
         --benchmark-checkpoint /tmp/uma-s-random.pt          # UMA-S-sized, random weights
     python benchmarks/model_settings.py /tmp/uma-s-random.pt [--threads 2] [--device cpu]
 

@@ -1,6 +1,6 @@
 """Our UMA forward+backward against fairchem-core's, same checkpoint, same system.
 
-    PYTHONPATH=. /work/venvs/dev/bin/python benchmarks/model_vs_oracle.py \
+    python benchmarks/model_vs_oracle.py \
         --checkpoint /tmp/uma-s-random.pt [--calls 5] [--threads 2] [--profile]
 
 The checkpoint is a UMA-S-1.1-sized random one written by
@@ -133,7 +133,7 @@ def ensure_checkpoint(path: Path, oracle_python: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/uma-s-random.pt"))
-    parser.add_argument("--oracle-python", default="/work/venvs/oracle/bin/python")
+    parser.add_argument("--oracle-python", default=".oracle/bin/python")
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--profile", action="store_true")

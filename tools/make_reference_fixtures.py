@@ -2,8 +2,8 @@
 
 Run in the oracle venv (fairchem-core 2.24.0), from the repository root::
 
-    /work/venvs/oracle/bin/python tools/make_reference_fixtures.py            # tests/data/
-    /work/venvs/oracle/bin/python tools/make_reference_fixtures.py \
+    .oracle/bin/python tools/make_reference_fixtures.py            # tests/data/
+    .oracle/bin/python tools/make_reference_fixtures.py \
         --benchmark-checkpoint /tmp/uma-s-random.pt                          # UMA-S-sized, not committed
 
 What it writes (see ``tests/data/README.md``):
