@@ -13,7 +13,7 @@ import numpy as np
 from ase.units import Hartree
 
 from tests.reference import emt, sheared_cu3au
-from umadrive.driver.ipi_input import IpiRun, ipi_input_xml
+from umadrive.ipi_input import IpiRun, ipi_input_xml
 from umadrive.testing import tolerance
 
 NBEADS = 8

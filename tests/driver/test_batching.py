@@ -21,7 +21,7 @@ import pytest
 from ase.units import Hartree
 
 from tests.reference import sheared_cu3au
-from umadrive.driver.ipi_input import IpiRun, ipi_input_xml
+from umadrive.ipi_input import IpiRun, ipi_input_xml
 from umadrive.testing import tolerance
 
 pytest.importorskip("torch")

@@ -19,7 +19,7 @@ import pytest
 
 from tests.peers import console_script
 from tests.reference import sheared_copper
-from umadrive.driver.ipi_input import IpiRun, ipi_input_xml
+from umadrive.ipi_input import IpiRun, ipi_input_xml
 
 BOUND_S = 60  # every wait on a peer in this file
 

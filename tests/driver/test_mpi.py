@@ -19,8 +19,7 @@ from tests.driver.pimd import (
 )
 from tests.peers import Peers, console_script
 from umadrive.driver.ranks import Rank, launcher_rank, rank_device
-from umadrive.driver.serve import configure
-from umadrive.driver.transports import transport_problem
+from umadrive.commands.serve import configure, parse_address, serve_options
 
 # the mpich wheel's launcher, next to the python whose mpi4py uses that MPICH
 MPIEXEC = Path(sys.executable).with_name("mpiexec")
@@ -195,7 +194,7 @@ def test_device_the_ranks_cannot_map_is_left_for_the_loader_to_refuse(requested,
     torch = pytest.importorskip("torch")
     if devices == 0 and torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device")
-    from umadrive.driver.uma_backend import torch_device
+    from umadrive.driver.backends.uma import torch_device
 
     with pytest.raises(ValueError, match=message):
         torch_device(requested)
@@ -204,24 +203,43 @@ def test_device_the_ranks_cannot_map_is_left_for_the_loader_to_refuse(requested,
 # ---------------------------------------------------------------- flags
 
 
-def _problem(*argv: str) -> str | None:
+def _parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     configure(parser)
-    return transport_problem(parser.parse_args(["--model", "m", "--structure", "s", *argv]))
+    return parser.parse_args(["--model", "m", "--structure", "s", *argv])
+
+
+def _problem(*argv: str) -> str | None:
+    args = _parse(*argv)
+    try:
+        serve_options(args).check_address(parse_address(args))
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--mpi", "--connections", "2"], "--mpi --connections 2: i-PI's <ffmpi> gives each driver "
-                                      "rank one slot; start more ranks instead"),
-    (["--mpi", "--persist"], "--mpi --persist: a driver rank lives and ends with i-PI's MPI job"),
-    (["--mpi", "--unix", "x"], "--mpi talks to i-PI over MPI: drop --unix/--host/--port"),
-    (["--mpi", "--shm"], "--mpi talks to i-PI over MPI: drop --unix/--host/--port and --shm"),
-    (["--shm", "--port", "31415"], "--shm needs the unix socket of i-PI's <ffsocket mode='shm'>"),
-    (["--mpi-name", "a", "--unix", "x"], "--mpi-name 'a' only applies with --mpi"),
-    ([], "give exactly one address: --unix NAME, or --port P [--host H] (or --mpi"),
+    (["--mpi", "--connections", "2"], "transport='mpi' with connections=2 (--mpi --connections): "
+                                      "i-PI's <ffmpi> gives each driver rank one slot; start more "
+                                      "ranks instead"),
+    (["--mpi", "--persist"], "(--mpi --persist): a driver rank lives and ends with i-PI's MPI job"),
+    (["--mpi", "--unix", "x"], "transport='mpi' (--mpi) talks to i-PI over MPI: give no address"),
+    (["--shm", "--port", "31415"], "transport='shm' (--shm) needs the unix socket of i-PI's "
+                                   "<ffsocket mode='shm'>"),
+    (["--mpi-name", "a", "--unix", "x"], "mpi_name='a' (--mpi-name) only applies with "
+                                         "transport='mpi'"),
+    ([], "no address: give --unix NAME, or --port P [--host H] (or --mpi"),
+    (["--host", "h"], "--host 'h' needs --port P"),
 ])
 def test_transport_flags_that_do_not_fit_are_named(argv, message):
     assert message in (_problem(*argv) or "")
+
+
+def test_mpi_and_shm_together_are_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _parse("--mpi", "--shm")
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [
@@ -236,4 +254,4 @@ def test_mpi_with_connections_exits_2_before_loading_anything(processes, tmp_pat
     serve = processes.serve("--mpi", "--connections", "2", "--model", "no-such-model.pt",
                             "--structure", "no-such-file.extxyz")
     assert processes.wait(serve) == 2
-    assert "ERROR: --mpi --connections 2:" in (tmp_path / "serve.log").read_text()
+    assert "ERROR: transport='mpi' with connections=2" in (tmp_path / "serve.log").read_text()
