@@ -4,7 +4,9 @@ ForceServer; stopped from another thread with a :class:`StopFlag`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 
 import ase.io
 import numpy as np
@@ -43,6 +45,47 @@ def test_embedded_driver_serves_real_ipi_and_matches_direct_emt(processes, tmp_p
     assert np.ptp(table[:, 1]) > 0  # the atoms moved: each row is a different structure
     for (step, potential), frame in zip(table, frames):
         assert abs(potential * Hartree - emt(frame).energy) <= TOL.energy_per_atom * len(frame), step
+
+
+class NaNFirst:
+    """A backend wrapping ``backend`` that answers the first structure it is ever
+    asked for with a NaN energy (which the driver refuses to send)."""
+
+    def __init__(self, backend) -> None:
+        self.name = "nan-first"
+        self._backend = backend
+        self.calls = 0
+
+    def compute(self, structures):
+        predictions = self._backend.compute(structures)
+        if self.calls == 0:
+            predictions[0] = dataclasses.replace(predictions[0], energy=float("nan"))
+        self.calls += 1
+        return predictions
+
+    def device_memory_bytes(self):
+        return None
+
+
+@pytest.mark.timeout(180)
+def test_refused_request_with_two_connections_closes_one_and_the_run_ends_with_1(
+        processes, tmp_path, socket_name, caplog):
+    """README: with --connections N a refused request closes its connection only;
+    the others serve the run to its end, and the status is 1."""
+    caplog.set_level(logging.INFO)
+    atoms = sheared_copper()
+    ase.io.write(tmp_path / "start.extxyz", atoms)
+    run = IpiRun(structure="start.extxyz", unix=socket_name, ensemble="nvt", nbeads=2, steps=3,
+                 properties=("step", "bead_potentials"))
+    ipi = processes.ipi(ipi_input_xml(run))
+    backend = NaNFirst(make_backend("ase:emt", atoms))
+    driver = ServeThread(backend, atoms, Address(path=DEFAULT_PREFIX + socket_name),
+                         ServeOptions(connections=2, connect_timeout_s=TIMEOUT_S))
+    assert driver.join() == 1
+    assert processes.wait(ipi) == 0, processes.logs()
+    assert len(np.loadtxt(tmp_path / "sim.out", ndmin=2)) == 4  # i-PI finished every step
+    assert "the prediction holds non-finite values" in caplog.text
+    assert "the server sent EXIT" not in caplog.text and "gave up on the server" in caplog.text
 
 
 @pytest.mark.timeout(120)
