@@ -1,6 +1,7 @@
 """Package-level promises: the protocol package imports without torch, and the
 command line answers."""
 
+import os
 import subprocess
 import sys
 
@@ -13,8 +14,12 @@ def test_protocol_imports_without_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_cli_info_runs():
+def test_cli_info_prints_versions_and_model_search_paths(tmp_path):
+    env = {**os.environ, "UMADRIVE_CACHE": str(tmp_path / "models")}
     out = subprocess.run(
-        [sys.executable, "-m", "umadrive", "info"], check=True, capture_output=True, text=True
+        [sys.executable, "-m", "umadrive", "info"], check=True, capture_output=True, text=True,
+        env=env,
     ).stdout
+    assert f"{tmp_path / 'models'}/  (UMADRIVE_CACHE)" in out
     assert "umadrive" in out and "numpy" in out
+    assert "names are looked for in, in order" in out and "UMADRIVE_CACHE" in out
