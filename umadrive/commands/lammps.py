@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from umadrive.commands.addressing import add_address_arguments
 from umadrive.lammps.errors import LammpsInputError
-from umadrive.protocol.addresses import DEFAULT_PREFIX
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
@@ -27,11 +27,7 @@ EXIT_FAILURE = 1
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("script", type=Path, help="LAMMPS input script (units metal or real)")
     address = parser.add_argument_group("where umadrive serve connects (i-PI socket)")
-    address.add_argument("--unix", metavar="NAME", help="unix socket NAME (path PREFIX+NAME)")
-    address.add_argument("--prefix", default=DEFAULT_PREFIX,
-                         help="unix socket prefix (default: %(default)s)")
-    address.add_argument("--host", help="inet address to listen on, e.g. localhost")
-    address.add_argument("--port", type=int, help="inet port")
+    add_address_arguments(address, host_help="TCP address to listen on, e.g. localhost")
     address.add_argument(
         "--accept-timeout",
         type=float,

@@ -21,7 +21,8 @@ import time
 
 from umadrive.driver.options import ServeOptions, ServeOptionsError
 from umadrive.driver.transports import choose_device, process_rank
-from umadrive.protocol.addresses import DEFAULT_PREFIX, Address, resolve_address
+from umadrive.commands.addressing import add_address_arguments
+from umadrive.protocol.addresses import Address, resolve_address
 from umadrive.protocol.messages import DEFAULT_MAX_ATOMS
 
 log = logging.getLogger("umadrive.driver")
@@ -51,11 +52,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model-kwargs", default="{}", metavar="JSON",
                        help="keyword arguments for an ASE calculator, as a JSON object")
     where = parser.add_argument_group("address (unix socket, or --host/--port for TCP)")
-    where.add_argument("--unix", metavar="NAME", help="unix socket PREFIX+NAME")
-    where.add_argument("--prefix", default=DEFAULT_PREFIX,
-                       help="unix socket prefix (default %(default)s)")
-    where.add_argument("--host", help="TCP host (default localhost when --port is given)")
-    where.add_argument("--port", type=int, help="TCP port")
+    add_address_arguments(where, host_help="TCP host (default localhost when --port is given)")
     _add_transport_arguments(parser)
     serving = parser.add_argument_group("serving")
     serving.add_argument("--connections", type=int, default=1, metavar="N",

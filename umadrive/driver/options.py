@@ -13,6 +13,15 @@ if TYPE_CHECKING:
     from umadrive.protocol.addresses import Address
 
 TRANSPORTS = ("socket", "shm", "mpi")
+# field, its umadrive serve flag, the smallest value allowed, that value in words
+_LOWER_LIMITS = (
+    ("connections", "--connections", 1, "1"),
+    ("batch_window_ms", "--batch-window", 0, "0 ms"),
+    ("connect_timeout_s", "--connect-timeout", 0, "0 s"),
+    ("max_atoms", "--max-atoms", 1, "1"),
+    ("log_every", "--log-every", 0, "0 (no status lines)"),
+)
+_INTEGERS = ("connections", "max_atoms", "log_every")
 
 
 class ServeOptionsError(ValueError):
@@ -56,25 +65,12 @@ class ServeOptions:
     def __post_init__(self) -> None:
         if self.transport not in TRANSPORTS:
             raise ServeOptionsError(f"transport={self.transport!r}: expected one of {TRANSPORTS}")
-        for name in ("connections", "max_atoms", "log_every"):
+        for name, flag, low, low_text in _LOWER_LIMITS:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ServeOptionsError(f"{name}={value!r} (--{name.replace('_', '-')}): "
-                                        "expected an integer")
-        if self.connections < 1:
-            raise ServeOptionsError(f"connections={self.connections} (--connections): expected 1 "
-                                    "or more")
-        if self.batch_window_ms < 0:
-            raise ServeOptionsError(f"batch_window_ms={self.batch_window_ms} (--batch-window): "
-                                    "expected 0 ms or more")
-        if self.connect_timeout_s < 0:
-            raise ServeOptionsError(f"connect_timeout_s={self.connect_timeout_s} "
-                                    "(--connect-timeout): expected 0 s or more")
-        if self.max_atoms < 1:
-            raise ServeOptionsError(f"max_atoms={self.max_atoms} (--max-atoms): expected 1 or more")
-        if self.log_every < 0:
-            raise ServeOptionsError(f"log_every={self.log_every} (--log-every): expected 0 (no "
-                                    "status lines) or more")
+            if name in _INTEGERS and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ServeOptionsError(f"{name}={value!r} ({flag}): expected an integer")
+            if value < low:
+                raise ServeOptionsError(f"{name}={value} ({flag}): expected {low_text} or more")
         if self.mpi_name and self.transport != "mpi":
             raise ServeOptionsError(f"mpi_name={self.mpi_name!r} (--mpi-name) only applies with "
                                     "transport='mpi' (--mpi)")
