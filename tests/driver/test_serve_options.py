@@ -105,12 +105,12 @@ def uma():
 
 
 def test_uma_backend_batch_equals_one_by_one_calls(uma, tmp_path):
-    from tests.driver.test_batching import CHECKPOINT, alloy
+    from tests.driver.uma_run import CHECKPOINT, uma_alloy
     from umadrive.driver.backends import UmaOptions, make_backend
 
     mode = tmp_path / "float64.json"
     mode.write_text(json.dumps({"base_precision_dtype": "float64"}))
-    atoms = alloy()
+    atoms = uma_alloy()
     backend = make_backend(str(CHECKPOINT), atoms, uma=UmaOptions(task="omat", mode=str(mode)))
     rng = np.random.default_rng(5)
     structures = [to_structure(atoms)]
@@ -135,11 +135,11 @@ def test_uma_backend_batch_equals_one_by_one_calls(uma, tmp_path):
     ({"task": "omat", "device": "tpu"}, "--device 'tpu'"),
 ])
 def test_uma_backend_options_are_checked(uma, options, message):
-    from tests.driver.test_batching import CHECKPOINT, alloy
+    from tests.driver.uma_run import CHECKPOINT, uma_alloy
     from umadrive.driver.backends import UmaOptions, make_backend
 
     with pytest.raises(ValueError, match=message):
-        make_backend(str(CHECKPOINT), alloy(), uma=UmaOptions(**options))
+        make_backend(str(CHECKPOINT), uma_alloy(), uma=UmaOptions(**options))
 
 
 @pytest.mark.parametrize("text, message", [
