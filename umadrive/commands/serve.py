@@ -19,9 +19,9 @@ import json
 import logging
 import time
 
-from umadrive.driver.options import ServeOptions, ServeOptionsError
-from umadrive.driver.transports import choose_device, process_rank
 from umadrive.commands.addressing import add_address_arguments
+from umadrive.driver.options import ServeOptions
+from umadrive.driver.transports import choose_device, process_rank
 from umadrive.protocol.addresses import Address, resolve_address
 from umadrive.protocol.messages import DEFAULT_MAX_ATOMS
 
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:  # ServeOptionsError included
         log.error("%s", error)
         return 2
-    # Heavy imports happen here, not at the top, so `umadrive --help` stays fast.
+    # Loading starts here, once the flags are known to be good.
     import ase.io
 
     from umadrive.driver.backends import UmaOptions, make_backend
