@@ -123,3 +123,9 @@ def test_forbidden_arrow_is_absent(edges, source, target):
 def test_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_every_folder_of_modules_is_a_regular_package():
+    """setuptools' ``packages.find`` installs only folders with an ``__init__.py``."""
+    folders = {path.parent for path in PACKAGE.rglob("*.py")}
+    assert sorted(str(f) for f in folders if not (f / "__init__.py").exists()) == []
