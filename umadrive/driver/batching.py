@@ -11,7 +11,7 @@ from typing import Protocol
 
 import ase
 
-from umadrive.driver.backends.factory import Backend
+from umadrive.driver.backends.protocol import Backend
 from umadrive.driver.connections import Gathered, Pending
 from umadrive.driver.lifecycle import StopFlag
 from umadrive.driver.requests import RequestError, check_structure
