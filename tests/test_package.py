@@ -1,14 +1,14 @@
-"""Package-level promises: the protocol package imports without torch, and the
-command line answers."""
+"""Package-level promises: the protocol, the driver (torch only for a UMA backend)
+and the command line import without torch, and the command line answers."""
 
 import os
 import subprocess
 import sys
 
 
-def test_protocol_imports_without_torch():
+def test_protocol_driver_and_cli_import_without_torch():
     code = (
-        "import sys, umadrive.protocol, umadrive.structure;"
+        "import sys, umadrive.protocol, umadrive.structure, umadrive.driver, umadrive.cli;"
         "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
