@@ -120,6 +120,11 @@ def test_forbidden_arrow_is_absent(edges, source, target):
     assert arrows(edges, source, target) == []
 
 
+def test_only_the_uma_backend_imports_the_model_into_the_driver(edges):
+    assert {arrow.split(" -> ")[0] for arrow in arrows(edges, "driver", "model")} == {
+        "umadrive.driver.backends.uma"}
+
+
 def test_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
