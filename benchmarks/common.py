@@ -10,8 +10,8 @@ from pathlib import Path
 
 import ase
 import numpy as np
-from ase.build import bulk
 
+from umadrive import crystals
 from umadrive.structure import Structure
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -20,10 +20,8 @@ FIXTURE_MODEL = ROOT / "tests" / "data" / "uma_s1p1.pt"
 
 
 def cu3au(repeat: tuple[int, int, int]) -> ase.Atoms:
-    """L1_2 Cu3Au (4 atoms per cubic cell, a = 3.75 Å) repeated, rattled."""
-    atoms = bulk("Cu", "fcc", a=3.75, cubic=True)
-    atoms.numbers[0] = 79
-    atoms = atoms.repeat(repeat)
+    """L1_2 Cu3Au (:func:`umadrive.crystals.cu3au`) repeated, rattled."""
+    atoms = crystals.cu3au(repeat)
     atoms.rattle(0.03, seed=7)
     return atoms
 

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import FIXTURE_MODEL, cu3au, one_thread_env, perturbed, write_results  # noqa: E402
-from umadrive.driver.backend import UmaOptions, make_backend  # noqa: E402
+from umadrive.driver.backends import UmaOptions, make_backend  # noqa: E402
 from umadrive.protocol import ForceServer  # noqa: E402
 
 SIZES = {32: (2, 2, 2), 108: (3, 3, 3), 1000: (5, 5, 10)}

@@ -29,7 +29,7 @@ import ase.io
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import FIXTURE_MODEL, cu3au, one_thread_env, write_results  # noqa: E402
-from umadrive.driver.ipi_input import IpiRun, ipi_input_xml  # noqa: E402
+from umadrive.ipi_input import IpiRun, ipi_input_xml  # noqa: E402
 
 NBEADS = 32
 SKIP_STEPS = 2

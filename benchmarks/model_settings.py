@@ -34,7 +34,7 @@ def main() -> int:
     parser.add_argument("--memory-checkpoint", default=str(SMALL))
     args = parser.parse_args()
 
-    from umadrive.bench import MODES
+    from umadrive.commands.bench import MODES
 
     modes = [mode for mode in MODES if args.device.startswith("cuda") or mode not in CUDA_ONLY]
     out_dir = ROOT / "benchmarks" / "out"

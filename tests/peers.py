@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from umadrive.protocol.addresses import DEFAULT_PREFIX
+
 REPO = Path(__file__).resolve().parents[1]
 _socket_numbers = itertools.count()
 
@@ -23,9 +25,9 @@ def unique_socket(tag: str) -> str:
 
 
 def remove_socket(name: str) -> None:
-    """Removes /tmp/ipi_NAME if a killed peer left it behind."""
-    if os.path.exists(f"/tmp/ipi_{name}"):
-        os.unlink(f"/tmp/ipi_{name}")
+    """Removes the socket file of NAME (DEFAULT_PREFIX + NAME) if a killed peer left it behind."""
+    if os.path.exists(DEFAULT_PREFIX + name):
+        os.unlink(DEFAULT_PREFIX + name)
 
 
 def checkout_environment() -> dict[str, str]:

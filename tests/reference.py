@@ -9,6 +9,7 @@ from ase.build import bulk, molecule
 from ase.calculators.emt import EMT
 from ase.stress import voigt_6_to_full_3x3_stress
 
+from umadrive.crystals import cu3au
 from umadrive.structure import Prediction, Structure
 
 
@@ -27,11 +28,10 @@ def sheared_copper() -> ase.Atoms:
 
 def sheared_cu3au(repeat: tuple[int, int, int], shear: tuple[float, float],
                   seed: int) -> ase.Atoms:
-    """L1_2 Cu3Au (a = 3.75 Å) repeated ``repeat`` times, its cell sheared to a
-    general triclinic one (``shear`` Å added to cell[1, 0] and cell[2, 1]), rattled."""
-    atoms = bulk("Cu", "fcc", a=3.75, cubic=True)
-    atoms[0].symbol = "Au"
-    atoms = atoms.repeat(repeat)
+    """L1_2 Cu3Au (:func:`umadrive.crystals.cu3au`) repeated ``repeat`` times, its cell
+    sheared to a general triclinic one (``shear`` Å added to cell[1, 0] and cell[2, 1]),
+    rattled."""
+    atoms = cu3au(repeat)
     cell = atoms.cell.array.copy()
     cell[1, 0] += shear[0]
     cell[2, 1] += shear[1]
@@ -48,8 +48,7 @@ def small_molecule() -> ase.Atoms:
 
 
 def to_structure(atoms: ase.Atoms) -> Structure:
-    return Structure(positions=atoms.positions.copy(), cell=atoms.cell.array.copy(),
-                     pbc=atoms.pbc.copy())
+    return Structure.from_atoms(atoms)
 
 
 def emt(atoms: ase.Atoms) -> Prediction:

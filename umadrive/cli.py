@@ -1,23 +1,26 @@
 """The ``umadrive`` command line: ``umadrive serve | demo | bench | lammps | info``.
 
-Each sub-command lives in its own module, which provides
-``configure(parser: argparse.ArgumentParser) -> None`` (adds its options; imports
-nothing heavy) and ``run(args: argparse.Namespace) -> int`` (the exit status).
+Each sub-command lives in its own module of :mod:`umadrive.commands`, which
+provides ``configure(parser: argparse.ArgumentParser) -> None`` (adds its
+options; imports nothing heavy) and ``run(args: argparse.Namespace) -> int``
+(the exit status).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
+from types import ModuleType
+
+from umadrive.commands import bench, demo, info, lammps, serve
 
 # sub-command -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("umadrive.driver.serve", "answer an MD engine's force requests over the i-PI protocol"),
-    "demo": ("umadrive.demo", "run a short i-PI (or ASE) simulation served by umadrive"),
-    "bench": ("umadrive.bench", "time the inference settings (default, turbo, each setting)"),
-    "info": ("umadrive.info", "print versions, devices and where models are looked for"),
-    "lammps": ("umadrive.driver.lammps_command", "run a LAMMPS input script with forces from umadrive serve"),
+COMMANDS: dict[str, tuple[ModuleType, str]] = {
+    "serve": (serve, "answer an MD engine's force requests over the i-PI protocol"),
+    "demo": (demo, "run a short i-PI (or ASE) simulation served by umadrive"),
+    "bench": (bench, "time the inference settings (default, turbo, each setting)"),
+    "info": (info, "print versions, devices and where models are looked for"),
+    "lammps": (lammps, "run a LAMMPS input script with forces from umadrive serve"),
 }
 
 
@@ -27,8 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A long-running i-PI-protocol force server for UMA-family potentials.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
+    for name, (module, help_text) in COMMANDS.items():
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
         module.configure(command_parser)
         command_parser.set_defaults(_module=module)

@@ -8,8 +8,8 @@ Conventions (the same everywhere in umadrive; units change only in
 * ``cell`` holds the lattice vectors as **rows** (ASE's convention);
 * a lattice vector that is all zero marks a non-periodic direction;
 * ``stress`` is the Cauchy stress, tension positive (ASE's sign), eV/Å³, as a
-  full symmetric (3, 3) matrix. The virial the i-PI protocol sends is
-  ``-stress * volume``.
+  full symmetric (3, 3) matrix. The virial engines receive is
+  ``-stress * volume`` (:func:`virial`).
 
 Only numpy is needed here, so every package may import this module.
 """
@@ -17,6 +17,7 @@ Only numpy is needed here, so every package may import this module.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,13 @@ class Structure:
     positions: np.ndarray
     cell: np.ndarray
     pbc: np.ndarray
+
+    @classmethod
+    def from_atoms(cls, atoms: Any) -> Structure:
+        """The positions, cell and periodicity of an ``ase.Atoms`` (float64 copies)."""
+        return cls(positions=np.array(atoms.positions, dtype=np.float64),
+                   cell=np.array(atoms.cell.array, dtype=np.float64),
+                   pbc=np.array(atoms.pbc, dtype=bool))
 
     @property
     def n_atoms(self) -> int:
@@ -68,3 +76,9 @@ class Prediction:
         if self.stress is not None:
             values.append(self.stress)
         return all(bool(np.all(np.isfinite(v))) for v in values)
+
+
+def virial(stress: np.ndarray, volume: float) -> np.ndarray:
+    """The (3, 3) virial in eV of a Cauchy ``stress`` (eV/Å³, tension positive)
+    in a cell of ``volume`` Å³: ``-stress * volume``."""
+    return -np.asarray(stress, dtype=np.float64) * volume

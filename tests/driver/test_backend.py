@@ -7,7 +7,7 @@ import pytest
 from ase.calculators.lj import LennardJones
 
 from tests.reference import sheared_copper, to_structure
-from umadrive.driver.backend import make_backend
+from umadrive.driver.backends import make_backend
 
 
 def test_any_ase_calculator_by_import_path_with_kwargs():

@@ -1,18 +1,22 @@
-"""Fault injection: a hand-written misbehaving server sends ``umadrive serve`` bad
-input. The driver must log an error naming the value and the expectation, exit
-non-zero, and send nothing after the handshake."""
+"""Fault injection: a hand-written misbehaving server sends the driver (embedded
+in the test process) bad input. The driver must log an error naming the value
+and the expectation, end with status 1, and send nothing after the handshake."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import struct
 
-import ase.io
 import numpy as np
 import pytest
 from ase.build import bulk
 from ase.units import Bohr
+
+from tests.driver.threads import ServeThread
+from umadrive.driver import ServeOptions, make_backend
+from umadrive.protocol.addresses import DEFAULT_PREFIX, Address
 
 TIMEOUT_S = 30
 TEMPLATE = bulk("Cu", "fcc", a=3.6, cubic=True)  # 4 atoms
@@ -53,56 +57,53 @@ def receive_until_closed(conn: socket.socket) -> bytes:
 
 
 CASES = {
-    # name: (INIT text, bytes after the handshake, extra serve options, expected in the log)
-    "nat above --max-atoms": (" ", posdata(nat=1001, positions=np.zeros((0, 3))),
-                              ["--max-atoms", "1000"], "nat in [0, 1000]"),
-    "negative nat": (" ", posdata(nat=-5, positions=np.zeros((0, 3))), [], "received -5"),
-    "unknown header": (" ", b"BOGUS       ", [], "received 'BOGUS'"),
-    "truncated payload": (" ", posdata()[:100], [], "end of stream after"),
-    "non-finite positions": (" ", with_nan_position(), [], "non-finite positions"),
-    "non-finite cell": (" ", with_inf_cell(), [], "non-finite cell"),
+    # name: (INIT text, bytes after the handshake, serve options, expected in the log)
+    "nat above max_atoms": (" ", posdata(nat=1001, positions=np.zeros((0, 3))),
+                            {"max_atoms": 1000}, "nat in [0, 1000]"),
+    "negative nat": (" ", posdata(nat=-5, positions=np.zeros((0, 3))), {}, "received -5"),
+    "unknown header": (" ", b"BOGUS       ", {}, "received 'BOGUS'"),
+    "truncated payload": (" ", posdata()[:100], {}, "end of stream after"),
+    "non-finite positions": (" ", with_nan_position(), {}, "non-finite positions"),
+    "non-finite cell": (" ", with_inf_cell(), {}, "non-finite cell"),
     "atom count differs from the template": (
-        " ", posdata(positions=TEMPLATE.positions[:3] / Bohr), [],
+        " ", posdata(positions=TEMPLATE.positions[:3] / Bohr), {},
         "the request has 3 atoms, the template structure has 4"),
-    "bad batch_size in INIT": (" batch_size:0", b"", [], "batch_size in [1, 4096]"),
-    "non-finite result from the backend": (
-        " ", posdata(), ["--model", "ase:tests.driver.nan_calculator:NaNCalculator"],
-        "non-finite values"),
+    "bad batch_size in INIT": (" batch_size:0", b"", {}, "batch_size in [1, 4096]"),
+    "non-finite result from the backend": (" ", posdata(), {}, "non-finite values"),
 }
 
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_is_refused_and_nothing_is_sent(processes, tmp_path, socket_name, test_env, case):
+def test_bad_input_is_refused_and_nothing_is_sent(socket_name, caplog, case):
     init_text, bad, options, expected = CASES[case]
-    structure = tmp_path / "template.extxyz"
-    ase.io.write(structure, TEMPLATE)
-    path = f"/tmp/ipi_{socket_name}"
+    model = "ase:tests.driver.nan_calculator:NaNCalculator" if "backend" in case else "ase:emt"
+    path = DEFAULT_PREFIX + socket_name
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(path)
     listener.listen(1)
     listener.settimeout(TIMEOUT_S)
-    model = [] if "--model" in options else ["--model", "ase:emt"]
+    caplog.set_level(logging.INFO)
     try:
-        serve = processes.serve(*model, "--structure", str(structure), "--unix", socket_name,
-                                *options, env=test_env)
+        driver = ServeThread(make_backend(model, TEMPLATE), TEMPLATE, Address(path=path),
+                             ServeOptions(connect_timeout_s=TIMEOUT_S, **options))
         conn, _ = listener.accept()
         conn.settimeout(TIMEOUT_S)
         with conn:
             conn.sendall(b"STATUS      ")
             assert conn.recv(12) == b"NEEDINIT    "
             conn.sendall(b"INIT        " + struct.pack("=ii", 0, len(init_text)) + init_text.encode())
-            conn.sendall(b"STATUS      " if "INIT" not in case else b"")
-            if "INIT" not in case:
+            if "INIT" not in case:  # after a bad INIT the driver may already have closed
+                conn.sendall(b"STATUS      ")
                 assert conn.recv(12) == b"READY       "
-            conn.sendall(bad)
+                conn.sendall(bad)
             conn.shutdown(socket.SHUT_WR)  # the payload ends here
             after = receive_until_closed(conn)
-        status = processes.wait(serve)
+        status = driver.join(TIMEOUT_S)
     finally:
         listener.close()
         os.unlink(path)
-    log = (tmp_path / "serve.log").read_text()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert after == b"", f"the driver answered bad input with {after[:60]!r}"
-    assert status == 1, log
-    assert "ERROR" in log and expected in log, log
+    assert status == 1, caplog.text
+    assert any(expected in message for message in errors), caplog.text

@@ -9,50 +9,29 @@ JSON log shows that all 8 beads shared one forward pass."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
-import ase
 import ase.io
 import numpy as np
 import pytest
 from ase.units import Hartree
 
-from tests.reference import sheared_cu3au
-from umadrive.driver.ipi_input import IpiRun, ipi_input_xml
+from tests.driver.uma_run import CHECKPOINT, float64_mode, one_thread_env, uma_alloy
+from umadrive.ipi_input import IpiRun, ipi_input_xml
 from umadrive.testing import tolerance
 
 pytest.importorskip("torch")
 
-CHECKPOINT = Path(__file__).resolve().parents[1] / "data" / "uma_s1p1.pt"
 NBEADS = 8
 STEPS = 3
 TOL = tolerance("float64")
 
 
-def alloy() -> ase.Atoms:
-    """8 atoms of Cu3Au (L1_2) in a sheared, non-upper-triangular cell, rattled."""
-    return sheared_cu3au((2, 1, 1), shear=(0.4, -0.3), seed=4)
-
-
-def float64_mode(folder: Path) -> Path:
-    path = folder / "float64.json"
-    path.write_text(json.dumps({"base_precision_dtype": "float64"}))
-    return path
-
-
-def one_thread_env() -> dict:
-    """The driver's environment: one torch thread (CI machines have few cores
-    shared by parallel tests; more threads only contend)."""
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
 def run_pimd(processes, tmp_path, socket_name, *, connections: int, batch_size: int) -> list[dict]:
     """Runs i-PI and ``umadrive serve``; returns the driver's JSON log records."""
     structure = tmp_path / "alloy.extxyz"
-    ase.io.write(structure, alloy())
+    ase.io.write(structure, uma_alloy())
     run = IpiRun(structure=structure.name, unix=socket_name, ensemble="nvt", nbeads=NBEADS,
                  batch_size=batch_size, steps=STEPS, temperature_k=600.0,
                  properties=("step", "bead_potentials"), trajectories=("positions",))
@@ -75,7 +54,7 @@ def check_beads_against_direct_calls(tmp_path, test_env) -> None:
     direct = np.array(json.loads((tmp_path / "direct.json").read_text()))  # (bead, step) eV
     table = np.loadtxt(tmp_path / "sim.out", ndmin=2)
     assert table.shape == (STEPS + 1, 1 + NBEADS) and direct.shape == (NBEADS, STEPS + 1)
-    n_atoms = len(alloy())
+    n_atoms = len(uma_alloy())
     for row in range(STEPS + 1):
         if row > 0:  # the beads have spread apart: answers in the wrong order would show
             assert len({round(e, 6) for e in direct[:, row]}) == NBEADS

@@ -13,7 +13,7 @@ from ase.units import Hartree
 
 from tests.driver.conftest import free_port
 from tests.reference import emt, sheared_copper
-from umadrive.driver.ipi_input import IpiRun, ipi_input_xml
+from umadrive.ipi_input import IpiRun, ipi_input_xml
 from umadrive.testing import tolerance
 
 TOL = tolerance("float64")

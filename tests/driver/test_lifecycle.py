@@ -19,7 +19,7 @@ import pytest
 
 from tests.peers import console_script
 from tests.reference import sheared_copper
-from umadrive.driver.ipi_input import IpiRun, ipi_input_xml
+from umadrive.ipi_input import IpiRun, ipi_input_xml
 
 BOUND_S = 60  # every wait on a peer in this file
 
@@ -135,10 +135,10 @@ def test_persist_serves_runs_in_a_row_with_one_load_and_refuses_another_system(
     model is loaded once), then refuses a run of another atom count with a clear
     message and keeps waiting; SIGTERM ends it with status 0."""
     pytest.importorskip("torch")
-    from tests.driver.test_batching import CHECKPOINT, alloy, one_thread_env
+    from tests.driver.uma_run import CHECKPOINT, one_thread_env, uma_alloy
 
     template = tmp_path / "alloy.extxyz"
-    ase.io.write(template, alloy())
+    ase.io.write(template, uma_alloy())
     serve = processes.serve("--model", str(CHECKPOINT), "--task", "omat", "--structure",
                             str(template), "--unix", socket_name, "--persist",
                             "--log-json", str(tmp_path / "serve.jsonl"), env=one_thread_env())
@@ -146,7 +146,7 @@ def test_persist_serves_runs_in_a_row_with_one_load_and_refuses_another_system(
     for run_index in range(2):
         folder = tmp_path / f"run{run_index}"
         folder.mkdir()
-        ase.io.write(folder / "start.extxyz", alloy())
+        ase.io.write(folder / "start.extxyz", uma_alloy())
         run = IpiRun(structure="start.extxyz", unix=socket_name, ensemble="nve", steps=steps,
                      properties=("step", "potential"))
         (folder / "input.xml").write_text(ipi_input_xml(run))
@@ -156,7 +156,7 @@ def test_persist_serves_runs_in_a_row_with_one_load_and_refuses_another_system(
         assert len(np.loadtxt(folder / "sim.out", ndmin=2)) == steps + 1
     other = tmp_path / "other"
     other.mkdir()
-    ase.io.write(other / "start.extxyz", alloy().repeat((2, 1, 1)))
+    ase.io.write(other / "start.extxyz", uma_alloy().repeat((2, 1, 1)))
     (other / "input.xml").write_text(ipi_input_xml(IpiRun(
         structure="start.extxyz", unix=socket_name, ensemble="nve", steps=steps)))
     processes.start("ipi_other", [console_script("i-pi"), "input.xml"], cwd=other)

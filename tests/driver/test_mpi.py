@@ -15,12 +15,11 @@ import pytest
 
 from tests.driver.conftest import PEER_TIMEOUT_S
 from tests.driver.pimd import (
-    NBEADS, STEPS, alloy, assert_every_bead_matches_emt, pimd_input, requests_served,
+    NBEADS, STEPS, pimd_alloy, assert_every_bead_matches_emt, pimd_input, requests_served,
 )
 from tests.peers import Peers, console_script
 from umadrive.driver.ranks import Rank, launcher_rank, rank_device
-from umadrive.driver.serve import configure
-from umadrive.driver.transports import transport_problem
+from umadrive.commands.serve import configure, parse_address, serve_options
 
 # the mpich wheel's launcher, next to the python whose mpi4py uses that MPICH
 MPIEXEC = Path(sys.executable).with_name("mpiexec")
@@ -103,7 +102,7 @@ def test_mpiexec_fans_out_independent_drivers_that_name_their_device(
 def test_ranks_that_refuse_the_system_abort_the_job_instead_of_leaving_ipi_waiting(
         tmp_path, mpi_jobs):
     (tmp_path / "input.xml").write_text(pimd_input(tmp_path, transport="mpi"))
-    ase.io.write(tmp_path / "small.extxyz", alloy()[:4])
+    ase.io.write(tmp_path / "small.extxyz", pimd_alloy()[:4])
     job = mpi_jobs.start("job", ["-disable-auto-cleanup", "-n", "1", IPI, "input.xml", ":",
                                  "-n", "2", sys.executable, "-m", "umadrive", "serve",
                                  "--model", "ase:emt", "--structure", "small.extxyz", "--mpi"])
@@ -137,7 +136,7 @@ def test_bad_work_is_refused_and_the_job_aborted_so_ipi_does_not_wait_forever(
     """The fake i-PI waits for RESULT like i-PI does; the job ends only because the
     driver aborts it (Hydra's clean-up of a failed rank is switched off)."""
     fake = str(Path(__file__).with_name("fake_ffmpi.py"))
-    ase.io.write(tmp_path / "alloy.extxyz", alloy())
+    ase.io.write(tmp_path / "alloy.extxyz", pimd_alloy())
     job = mpi_jobs.start("job", ["-disable-auto-cleanup", "-n", "1", sys.executable, fake,
                                  str(nat), str(count), str(body_length), ":", "-n", "1", *SERVE,
                                  "--mpi", "--max-atoms", "1000"])
@@ -149,7 +148,7 @@ def test_bad_work_is_refused_and_the_job_aborted_so_ipi_does_not_wait_forever(
 
 
 def test_mpi_outside_an_mpmd_job_is_refused(tmp_path, processes):
-    ase.io.write(tmp_path / "alloy.extxyz", alloy())
+    ase.io.write(tmp_path / "alloy.extxyz", pimd_alloy())
     serve = processes.serve("--mpi", "--model", "ase:emt", "--structure", "alloy.extxyz")
     assert processes.wait(serve) == 1
     assert "driver rank > 0 of an MPMD job" in (tmp_path / "serve.log").read_text()
@@ -195,7 +194,7 @@ def test_device_the_ranks_cannot_map_is_left_for_the_loader_to_refuse(requested,
     torch = pytest.importorskip("torch")
     if devices == 0 and torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device")
-    from umadrive.driver.uma_backend import torch_device
+    from umadrive.driver.backends.uma import torch_device
 
     with pytest.raises(ValueError, match=message):
         torch_device(requested)
@@ -204,24 +203,43 @@ def test_device_the_ranks_cannot_map_is_left_for_the_loader_to_refuse(requested,
 # ---------------------------------------------------------------- flags
 
 
-def _problem(*argv: str) -> str | None:
+def _parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     configure(parser)
-    return transport_problem(parser.parse_args(["--model", "m", "--structure", "s", *argv]))
+    return parser.parse_args(["--model", "m", "--structure", "s", *argv])
+
+
+def _problem(*argv: str) -> str | None:
+    args = _parse(*argv)
+    try:
+        serve_options(args).check_address(parse_address(args))
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--mpi", "--connections", "2"], "--mpi --connections 2: i-PI's <ffmpi> gives each driver "
-                                      "rank one slot; start more ranks instead"),
-    (["--mpi", "--persist"], "--mpi --persist: a driver rank lives and ends with i-PI's MPI job"),
-    (["--mpi", "--unix", "x"], "--mpi talks to i-PI over MPI: drop --unix/--host/--port"),
-    (["--mpi", "--shm"], "--mpi talks to i-PI over MPI: drop --unix/--host/--port and --shm"),
-    (["--shm", "--port", "31415"], "--shm needs the unix socket of i-PI's <ffsocket mode='shm'>"),
-    (["--mpi-name", "a", "--unix", "x"], "--mpi-name 'a' only applies with --mpi"),
-    ([], "give exactly one address: --unix NAME, or --port P [--host H] (or --mpi"),
+    (["--mpi", "--connections", "2"], "transport='mpi' with connections=2 (--mpi --connections): "
+                                      "i-PI's <ffmpi> gives each driver rank one slot; start more "
+                                      "ranks instead"),
+    (["--mpi", "--persist"], "(--mpi --persist): a driver rank lives and ends with i-PI's MPI job"),
+    (["--mpi", "--unix", "x"], "transport='mpi' (--mpi) talks to i-PI over MPI: give no address"),
+    (["--shm", "--port", "31415"], "transport='shm' (--shm) needs the unix socket of i-PI's "
+                                   "<ffsocket mode='shm'>"),
+    (["--mpi-name", "a", "--unix", "x"], "mpi_name='a' (--mpi-name) only applies with "
+                                         "transport='mpi'"),
+    ([], "no address: give --unix NAME, or --port P [--host H] (or --mpi"),
+    (["--host", "h"], "--host 'h' needs --port P"),
 ])
 def test_transport_flags_that_do_not_fit_are_named(argv, message):
     assert message in (_problem(*argv) or "")
+
+
+def test_mpi_and_shm_together_are_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _parse("--mpi", "--shm")
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [
@@ -236,4 +254,4 @@ def test_mpi_with_connections_exits_2_before_loading_anything(processes, tmp_pat
     serve = processes.serve("--mpi", "--connections", "2", "--model", "no-such-model.pt",
                             "--structure", "no-such-file.extxyz")
     assert processes.wait(serve) == 2
-    assert "ERROR: --mpi --connections 2:" in (tmp_path / "serve.log").read_text()
+    assert "ERROR: transport='mpi' with connections=2" in (tmp_path / "serve.log").read_text()

@@ -1,6 +1,7 @@
 """``umadrive serve`` against this package's ForceServer (a real server-side
-peer, in the test process): warm-up, status lines and JSON log, a failing model,
-a stop signal while waiting for a server; and the UMA backend's options."""
+peer, in the test process): warm-up, status lines and JSON log, a failing model
+(the driver embedded in a thread), a stop signal while waiting for a server, bad
+flags; and the UMA backend's options."""
 
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ import ase.io
 import numpy as np
 import pytest
 
+from tests.driver.threads import ServeThread
 from tests.reference import emt, sheared_copper, to_structure
+from umadrive.cli import main
+from umadrive.driver import make_backend
 from umadrive.protocol import ForceServer, ProtocolError
+from umadrive.protocol.addresses import DEFAULT_PREFIX, Address
 from umadrive.testing import tolerance
 
 TIMEOUT_S = 60
@@ -48,19 +53,17 @@ def test_warmup_status_lines_and_json_log(processes, tmp_path, socket_name):
 
 
 @pytest.mark.timeout(120)
-def test_model_failure_is_logged_with_the_size_and_nothing_is_sent(
-        processes, tmp_path, socket_name, test_env):
-    ase.io.write(tmp_path / "cu.extxyz", sheared_copper())
+def test_model_failure_is_logged_with_the_size_and_nothing_is_sent(socket_name, caplog):
+    atoms = sheared_copper()
+    backend = make_backend("ase:tests.driver.failing_calculator:OutOfMemoryCalculator", atoms)
     with ForceServer(unix=socket_name, timeout=TIMEOUT_S) as server:
-        serve = processes.serve(
-            "--model", "ase:tests.driver.failing_calculator:OutOfMemoryCalculator",
-            "--structure", str(tmp_path / "cu.extxyz"), "--unix", socket_name, env=test_env)
+        driver = ServeThread(backend, atoms, Address(path=DEFAULT_PREFIX + socket_name))
         server.accept(timeout=TIMEOUT_S)
         with pytest.raises(ProtocolError, match="FORCEREADY, received end of stream"):
-            server.compute([to_structure(sheared_copper())])
-    assert processes.wait(serve) == 1, processes.logs()
+            server.compute([to_structure(atoms)])
+    assert driver.join(TIMEOUT_S) == 1
     assert ("the model failed on 1 structures of [32] atoms (32 in all): MemoryError: pretend "
-            "the device ran out of memory") in (tmp_path / "serve.log").read_text()
+            "the device ran out of memory") in caplog.text
 
 
 @pytest.mark.timeout(60)
@@ -77,16 +80,17 @@ def test_stop_signal_while_waiting_for_a_server_exits_0(processes, tmp_path, soc
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--connections", "0"], "--connections 0: expected 1 or more"),
-    (["--batch-window", "-1"], "--batch-window -1.0: expected 0 ms or more"),
-    (["--log-every", "-5"], "--log-every -5: expected 0"),
+    (["--connections", "0"], "connections=0 (--connections): expected 1 or more"),
+    (["--batch-window", "-1"], "batch_window_ms=-1.0 (--batch-window): expected 0 ms or more"),
+    (["--log-every", "-5"], "log_every=-5 (--log-every): expected 0"),
+    (["--model-kwargs", "[1]"], "--model-kwargs '[1]' must be a JSON object"),
 ])
-def test_bad_serve_options_exit_2(processes, tmp_path, socket_name, argv, message):
-    ase.io.write(tmp_path / "cu.extxyz", sheared_copper())
-    serve = processes.serve("--model", "ase:emt", "--structure", str(tmp_path / "cu.extxyz"),
-                            "--unix", socket_name, *argv)
-    assert processes.wait(serve) == 2
-    assert message in (tmp_path / "serve.log").read_text()
+def test_bad_serve_options_exit_2_before_loading(caplog, argv, message):
+    status = main(["serve", "--model", "no-such-model.pt", "--structure", "no-such-file.extxyz",
+                   "--unix", "x", *argv])
+    assert status == 2
+    assert message in caplog.text
+    assert "loading" not in caplog.text
 
 
 # ---------------------------------------------------------------- UMA backend
@@ -95,18 +99,18 @@ def test_bad_serve_options_exit_2(processes, tmp_path, socket_name, argv, messag
 @pytest.fixture(scope="module")
 def uma():
     pytest.importorskip("torch")
-    from umadrive.driver import uma_backend
+    from umadrive.driver.backends import uma as uma_backend
 
     return uma_backend
 
 
 def test_uma_backend_batch_equals_one_by_one_calls(uma, tmp_path):
-    from tests.driver.test_batching import CHECKPOINT, alloy
-    from umadrive.driver.backend import UmaOptions, make_backend
+    from tests.driver.uma_run import CHECKPOINT, uma_alloy
+    from umadrive.driver.backends import UmaOptions, make_backend
 
     mode = tmp_path / "float64.json"
     mode.write_text(json.dumps({"base_precision_dtype": "float64"}))
-    atoms = alloy()
+    atoms = uma_alloy()
     backend = make_backend(str(CHECKPOINT), atoms, uma=UmaOptions(task="omat", mode=str(mode)))
     rng = np.random.default_rng(5)
     structures = [to_structure(atoms)]
@@ -131,17 +135,17 @@ def test_uma_backend_batch_equals_one_by_one_calls(uma, tmp_path):
     ({"task": "omat", "device": "tpu"}, "--device 'tpu'"),
 ])
 def test_uma_backend_options_are_checked(uma, options, message):
-    from tests.driver.test_batching import CHECKPOINT, alloy
-    from umadrive.driver.backend import UmaOptions, make_backend
+    from tests.driver.uma_run import CHECKPOINT, uma_alloy
+    from umadrive.driver.backends import UmaOptions, make_backend
 
     with pytest.raises(ValueError, match=message):
-        make_backend(str(CHECKPOINT), alloy(), uma=UmaOptions(**options))
+        make_backend(str(CHECKPOINT), uma_alloy(), uma=UmaOptions(**options))
 
 
 @pytest.mark.parametrize("text, message", [
     ('{"compile": true, "speed": 3}', r"unknown settings \['speed'\]"),
     ('{"base_precision_dtype": "float16"}', "base_precision_dtype 'float16'"),
-    ("[1]", "expected a JSON object of settings, got list"),
+    ("[1]", "expected an object of inference settings, got list"),
     ("{", "not JSON"),
 ])
 def test_settings_file_errors_name_the_problem(uma, tmp_path, text, message):

@@ -17,6 +17,7 @@ from tests.driver.pimd import (
     NBEADS, STEPS, assert_every_bead_matches_emt, pimd_input, requests_served,
 )
 from umadrive.protocol import messages as msg
+from umadrive.protocol.addresses import DEFAULT_PREFIX
 from umadrive.protocol.errors import ProtocolError
 from umadrive.protocol.shm import SEGMENT_KINDS, SharedMemoryConnection
 from umadrive.structure import Prediction
@@ -35,7 +36,7 @@ def test_pimd_over_shared_memory_every_bead_matches_direct_emt(
     assert processes.wait(serve) == 0, processes.logs()
     log = (tmp_path / "serve.log").read_text()
     count = f"{connections} connection{'s' if connections > 1 else ''}"
-    assert f"connected to unix:/tmp/ipi_{socket_name} (shared memory, {count})" in log, log
+    assert f"connected to unix:{DEFAULT_PREFIX}{socket_name} (shared memory, {count})" in log, log
     assert "the server sent EXIT after" in log, log
     assert requests_served(log) == {"umadrive serve": NBEADS * (STEPS + 1) // batch_size}
     assert_every_bead_matches_emt(tmp_path)

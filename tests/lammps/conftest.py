@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.peers import REPO, Peers, checkout_environment
+from umadrive.protocol.addresses import DEFAULT_PREFIX
 
 EXAMPLES = REPO / "lammps_examples"
 PEER_TIMEOUT_S = 90
@@ -30,11 +31,11 @@ class LammpsPeers(Peers):
         return self.umadrive("serve", "serve", "--model", "ase:emt", "--structure", template, "--unix", name)
 
     def wait_for_socket(self, name: str, process: subprocess.Popen) -> None:
-        """Waits until a server process has created /tmp/ipi_NAME."""
+        """Waits until a server process has created its socket DEFAULT_PREFIX + NAME."""
         deadline = time.monotonic() + self.timeout_s
-        while not os.path.exists(f"/tmp/ipi_{name}"):
+        while not os.path.exists(DEFAULT_PREFIX + name):
             if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"no socket /tmp/ipi_{name} from {process.args}\n{self.logs()}")
+                pytest.fail(f"no socket {DEFAULT_PREFIX}{name} from {process.args}\n{self.logs()}")
             time.sleep(0.05)
 
     def run_bridge(self, script: str, *args: str, template: str = "cuau.extxyz") -> tuple[int, str, int]:

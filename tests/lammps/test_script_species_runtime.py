@@ -12,10 +12,10 @@ import pytest
 from ase.calculators.lammps import Prism
 from ase.data import atomic_masses, atomic_numbers
 
-from umadrive.driver.lammps_errors import LammpsInputError
-from umadrive.driver.lammps_script import split_script
-from umadrive.driver.lammps_species import element_of_mass, type_elements
-from umadrive.driver.lammps_system import box_cell
+from umadrive.lammps.errors import LammpsInputError
+from umadrive.lammps.script import split_script
+from umadrive.lammps.species import element_of_mass, type_elements
+from umadrive.lammps.system import box_cell
 
 SCRIPT = """\
 units metal   # comment with run in it
@@ -73,7 +73,7 @@ def test_box_cell_matches_ase_prism():
 def test_lammps_loads_without_ld_library_path():
     env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
     code = (
-        "from umadrive.driver.mpich_runtime import import_lammps\n"
+        "from umadrive.lammps.mpich_runtime import import_lammps\n"
         "lmp = import_lammps().lammps(cmdargs=['-log', 'none', '-screen', 'none'])\n"
         "print(lmp.has_style('fix', 'external'))\n"
     )

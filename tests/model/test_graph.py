@@ -18,7 +18,6 @@ from umadrive.model.graph import (
     DEGENERACY_TOLERANCE,
     GraphInputError,
     RadiusGraph,
-    add_placeholder_edge,
     edge_vectors,
     radius_graph,
     vesin_graph,
@@ -227,19 +226,13 @@ def test_max_neighbors_leaves_sparse_centres_alone():
         assert _edges(radius_graph(*_tensors([atoms]), cutoff=CUTOFF, max_neighbors=k)) == _edges(full)
 
 
-def test_empty_graph_and_placeholder_edge():
+def test_empty_graph():
     atoms = Atoms("Ar2", positions=[[0, 0, 0], [10.0, 0, 0]])
     positions, cell, pbc, batch = _tensors([atoms])
     graph = radius_graph(positions, cell, pbc, batch, cutoff=CUTOFF, max_neighbors=30)
     assert graph.edge_index.shape == (2, 0) and graph.cell_offsets.shape == (0, 3)
     assert graph.neighbors.tolist() == [0]
-    vectors = edge_vectors(positions, cell, batch, graph)
-    edge_index, vectors = add_placeholder_edge(graph.edge_index, vectors, CUTOFF)
-    assert edge_index.tolist() == [[0], [0]]
-    assert float(vectors.norm()) > CUTOFF
-    # A graph with edges passes unchanged.
-    full = radius_graph(*_tensors([molecule("H2O")]), cutoff=CUTOFF, max_neighbors=0)
-    assert add_placeholder_edge(full.edge_index, full.cell_offsets, CUTOFF)[0] is full.edge_index
+    assert edge_vectors(positions, cell, batch, graph).shape == (0, 3)
 
 
 def test_edge_vectors_carry_gradients_to_positions_and_cell():

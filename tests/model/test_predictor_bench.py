@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from umadrive.bench import cu3au
+from umadrive.commands.bench import cu3au
 
 
 @pytest.mark.parametrize("atoms, shape", [(108, (3, 3, 3)), (1000, (5, 5, 10)), (4000, (10, 10, 10))])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 import torch
 
@@ -67,3 +70,21 @@ def test_tf32_is_switched_on_only_inside_the_block_and_restored():
     assert matmul.fp32_precision == before
     with tf32_matmuls(False):
         assert matmul.fp32_precision == before
+
+
+@pytest.mark.parametrize("settings", [
+    InferenceSettings.preset("default"),
+    InferenceSettings.preset("turbo"),
+    InferenceSettings(activation_checkpointing=False, internal_graph_gen_version=1,
+                      base_precision_dtype=torch.float64),
+])
+def test_from_dict_and_from_json_invert_as_dict(settings, tmp_path):
+    assert InferenceSettings.from_dict(settings.as_dict()) == settings
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(settings.as_dict()))
+    assert InferenceSettings.from_json(path) == settings
+
+
+def test_from_dict_keeps_the_default_preset_for_fields_left_out():
+    settings = InferenceSettings.from_dict({"merge_mole": True})
+    assert settings == dataclasses.replace(InferenceSettings.preset("default"), merge_mole=True)

@@ -11,9 +11,9 @@ from typing import Protocol
 
 import ase
 
-from umadrive.driver.backend import Backend
+from umadrive.driver.backends.protocol import Backend
 from umadrive.driver.connections import Gathered, Pending
-from umadrive.driver.lifecycle import StopSignal
+from umadrive.driver.lifecycle import StopFlag
 from umadrive.driver.requests import RequestError, check_structure
 from umadrive.driver.stats import ServeLog, StepRecord
 from umadrive.protocol import UnsendableReplyError
@@ -47,7 +47,7 @@ class RequestPool(Protocol):
 
 
 def serve_requests(pool: RequestPool, backend: Backend, template: ase.Atoms, *,
-                   serve_log: ServeLog, stop: StopSignal, extras: bool = False) -> None:
+                   serve_log: ServeLog, stop: StopFlag, extras: bool = False) -> None:
     """Serves until the pool has no more requests or a stop signal arrived (the
     requests already read are answered first). ``extras``: add the model name,
     step number, model time and step size to every reply's extras."""

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from umadrive.driver.lifecycle import StopSignal
+from umadrive.driver.lifecycle import StopFlag
 from umadrive.protocol import DriverConnection, ProtocolError, Request, connect
 from umadrive.protocol.addresses import Address
 from umadrive.protocol.shm import connect_shm
@@ -52,6 +52,8 @@ class Gathered:
 
 class ConnectionPool:
     """Connections to one server, served together until each has ended.
+    batch_window: seconds to wait for the connections that sent requests
+    before (checked by :class:`~umadrive.driver.options.ServeOptions`).
 
     ``outcome`` after the run: ``"EXIT"`` (the server said so), ``"EOF"`` (the
     server closed between steps, which is how ASE and LAMMPS end a run) or
@@ -61,10 +63,8 @@ class ConnectionPool:
 
     _RANK = {"EXIT": 0, "EOF": 1, "failed": 2}
 
-    def __init__(self, connections: list[DriverConnection], stop: StopSignal, *,
+    def __init__(self, connections: list[DriverConnection], stop: StopFlag, *,
                  batch_window: float = 0.0) -> None:
-        if batch_window < 0:
-            raise ValueError(f"batch_window={batch_window} s must be 0 or more")
         self._stop = stop
         self._batch_window = batch_window
         self._active: set[DriverConnection] = set()  # have sent a request in this run
@@ -190,7 +190,7 @@ def _promised_exit(connection: DriverConnection) -> bool:
     return connection.init is not None and connection.init.text != ""
 
 
-def open_connections(address: Address, count: int, *, stop: StopSignal, timeout: float | None,
+def open_connections(address: Address, count: int, *, stop: StopFlag, timeout: float | None,
                      max_atoms: int, shared_memory: bool = False) -> list[DriverConnection] | None:
     """``count`` connections to the server at ``address`` (with
     ``shared_memory``, i-PI's ``<ffsocket mode='shm'>`` at a unix ``address``).

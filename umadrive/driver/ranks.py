@@ -43,7 +43,7 @@ def rank_device(requested: str, rank: Rank | None, cuda_devices: int) -> str:
     cuda_devices)`` (``cuda:0`` outside MPI) when CUDA devices are visible;
     anything else (``cpu``, ``cuda:N``, ``cuda`` with none visible, a typo) is
     returned as given, for the model loader to check
-    (:func:`umadrive.driver.uma_backend.torch_device`)."""
+    (:func:`umadrive.driver.backends.uma.torch_device`)."""
     if requested != "cuda" or cuda_devices < 1:
         return requested
     local = rank.local if rank is not None else 0

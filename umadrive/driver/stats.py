@@ -82,8 +82,6 @@ class ServeLog:
 
     def __init__(self, *, every: int, json_file: IO[str] | None,
                  device_memory: Callable[[], int | None]) -> None:
-        if every < 0:
-            raise ValueError(f"--log-every {every}: expected 0 (no status lines) or more")
         self._every = every
         self._json = json_file
         self._device_memory = device_memory

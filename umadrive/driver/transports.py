@@ -1,9 +1,9 @@
-"""``umadrive serve`` options for the transport (plain socket, i-PI's shared
-memory or MPI), the device each MPI rank takes, and the request pool they open."""
+"""The transport :class:`~umadrive.driver.options.ServeOptions` asks for (plain
+socket, i-PI's shared memory or MPI), opened as a request pool, and the device
+each MPI rank takes."""
 
 from __future__ import annotations
 
-import argparse
 import os
 from typing import TYPE_CHECKING
 
@@ -11,48 +11,10 @@ from umadrive.driver.ranks import Rank, launcher_rank, rank_device
 
 if TYPE_CHECKING:
     from umadrive.driver.batching import RequestPool
-    from umadrive.driver.lifecycle import StopSignal
+    from umadrive.driver.lifecycle import StopFlag
+    from umadrive.driver.options import ServeOptions
     from umadrive.driver.stats import ServeLog
     from umadrive.protocol.addresses import Address
-
-
-def add_transport_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("transport (default: the socket protocol at the address)")
-    group.add_argument("--shm", action="store_true",
-                       help="i-PI's <ffsocket mode='shm'>: control messages over the unix socket "
-                            "--unix, arrays in i-PI's shared memory (same node)")
-    group.add_argument("--mpi", action="store_true",
-                       help="i-PI's <ffmpi>: be the driver ranks of `mpiexec -n 1 i-pi input.xml "
-                            ": -n K umadrive serve --mpi ...` (no address; needs mpi4py)")
-    group.add_argument("--mpi-name", default="", metavar="NAME",
-                       help="with --mpi: the <ffmpi name='NAME'> to serve when the input has "
-                            "several (default: the only one)")
-
-
-def transport_problem(args: argparse.Namespace) -> str | None:
-    """What is wrong with the address and transport flags together, or None."""
-    if args.mpi_name and not args.mpi:
-        return f"--mpi-name {args.mpi_name!r} only applies with --mpi"
-    if args.mpi:
-        if args.unix is not None or args.port is not None or args.host is not None or args.shm:
-            return "--mpi talks to i-PI over MPI: drop --unix/--host/--port and --shm"
-        if args.connections != 1:
-            return (f"--mpi --connections {args.connections}: i-PI's <ffmpi> gives each driver "
-                    "rank one slot; start more ranks instead (`... : -n K umadrive serve --mpi`) "
-                    "or use <batch_size>")
-        if args.persist:
-            return ("--mpi --persist: a driver rank lives and ends with i-PI's MPI job; drop "
-                    "--persist (it is for socket servers that come and go)")
-        return None
-    if args.shm:
-        if args.unix is None or args.port is not None or args.host is not None:
-            return ("--shm needs the unix socket of i-PI's <ffsocket mode='shm'>: give --unix "
-                    "NAME (and --prefix), not --host/--port")
-        return None
-    if (args.unix is None) == (args.port is None):
-        return ("give exactly one address: --unix NAME, or --port P [--host H] (or --mpi under "
-                "mpiexec)")
-    return None
 
 
 def process_rank() -> Rank | None:
@@ -75,31 +37,33 @@ def choose_device(requested: str, rank: Rank | None) -> str:
     return rank_device(requested, rank, cuda_devices)
 
 
-def open_pool(args: argparse.Namespace, address: Address | None, stop: StopSignal,
+def open_pool(options: ServeOptions, address: Address | None, stop: StopFlag,
               serve_log: ServeLog) -> RequestPool | None:
-    """The transport the flags ask for, connected: connections to the server at
+    """The transport ``options`` ask for, connected: connections to the server at
     ``address`` (plain or shared memory), or this MPI rank of i-PI's job
-    (``address`` None). Returns None if a stop signal came first; raises
+    (``address`` None). Returns None if a stop came first; raises
     ProtocolError/OSError when it cannot be opened."""
-    if args.mpi:
+    if options.transport == "mpi":
         from umadrive.driver.mpi_pool import MpiPool
         from umadrive.protocol.mpi import connect_mpi
 
-        connection = connect_mpi(name=args.mpi_name, max_atoms=args.max_atoms)
+        connection = connect_mpi(name=options.mpi_name, max_atoms=options.max_atoms)
         serve_log.event("connected", f"connected to {connection.peer} as MPI rank "
                         f"{connection.rank}", transport="mpi", peer=connection.peer,
                         rank=connection.rank)
         return MpiPool(connection)
     from umadrive.driver.connections import ConnectionPool, open_connections
 
-    connections = open_connections(address, args.connections, stop=stop, max_atoms=args.max_atoms,
-                                   timeout=None if args.persist else args.connect_timeout,
-                                   shared_memory=args.shm)
+    shm = options.transport == "shm"
+    connections = open_connections(address, options.connections, stop=stop,
+                                   max_atoms=options.max_atoms,
+                                   timeout=None if options.persist else options.connect_timeout_s,
+                                   shared_memory=shm)
     if connections is None:
         return None
     count = f"{len(connections)} connection{'s' if len(connections) > 1 else ''}"
     serve_log.event("connected",
-                    f"connected to {address} ({'shared memory, ' if args.shm else ''}{count})",
-                    transport="shm" if args.shm else "socket", address=str(address),
+                    f"connected to {address} ({'shared memory, ' if shm else ''}{count})",
+                    transport=options.transport, address=str(address),
                     connections=len(connections))
-    return ConnectionPool(connections, stop, batch_window=args.batch_window / 1e3)
+    return ConnectionPool(connections, stop, batch_window=options.batch_window_ms / 1e3)

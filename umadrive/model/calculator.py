@@ -1,9 +1,9 @@
 """An ASE calculator around a :class:`~umadrive.model.predictor.PredictUnit`:
 the easy path for scripts (for MD, drive the predict unit or ``umadrive serve``).
 
-Charge and spin come from ``atoms.info``: ``charge`` (default 0, in
-[-100, 100]) and ``spin``, the multiplicity 2S+1 (default 1 for the "omol" task,
-0 = unset otherwise, in [0, 100]); non-integers raise TypeError.
+Charge and spin come from ``atoms.info``: ``charge`` (default 0, within
+``CHARGE_RANGE``) and ``spin``, the multiplicity 2S+1 (default:
+:func:`default_spin`, within ``SPIN_RANGE``); non-integers raise TypeError.
 """
 
 from __future__ import annotations
@@ -16,6 +16,12 @@ from umadrive.model.predictor import CHARGE_RANGE, SPIN_RANGE, PredictUnit, Syst
 from umadrive.structure import Structure
 
 MOLECULAR_TASK = "omol"
+
+
+def default_spin(task: str) -> int:
+    """The spin multiplicity used when none is given: 1 (singlet) for the
+    molecular task, 0 (unset) for the others, as fairchem's calculator does."""
+    return 1 if task == MOLECULAR_TASK else 0
 
 
 def _integer_info(atoms: Atoms, key: str, default: int, limits: tuple[int, int]) -> int:
@@ -56,14 +62,12 @@ class UMACalculator(Calculator):
         if zero_rows:
             raise ValueError(f"atoms is periodic along axes {zero_rows} but its cell vectors "
                              f"there are zero; set a cell or make those axes non-periodic")
-        spin_default = 1 if self.task_name == MOLECULAR_TASK else 0
         return System(
             numbers=np.asarray(atoms.numbers),
-            structure=Structure(positions=np.asarray(atoms.positions, dtype=np.float64),
-                                cell=cell, pbc=pbc),
+            structure=Structure.from_atoms(atoms),
             task=self.task_name,
             charge=_integer_info(atoms, "charge", 0, CHARGE_RANGE),
-            spin=_integer_info(atoms, "spin", spin_default, SPIN_RANGE),
+            spin=_integer_info(atoms, "spin", default_spin(self.task_name), SPIN_RANGE),
         )
 
     def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:

@@ -20,9 +20,9 @@ non-strict keeps every neighbour with ``d² <= d²_(k+1) + 0.01 Å²`` (ties and
 near-ties survive, so at least k+1 are kept when that many exist); strict keeps
 exactly the k nearest. ``max_neighbors=0`` keeps all.
 
-A batch without any edge yields an empty graph. fairchem then runs its network
-on one placeholder edge beyond the cutoff (its envelope is 0);
-:func:`add_placeholder_edge` does the same for the model.
+A batch without any edge yields an empty graph, which the model runs on as is
+(fairchem instead adds one placeholder edge beyond the cutoff, whose envelope,
+and hence contribution, is 0).
 """
 
 from __future__ import annotations
@@ -153,17 +153,6 @@ def edge_vectors(
         "ek,ekl->el", graph.cell_offsets.to(cell.dtype), cell[batch[neighbour]]
     )
     return positions[neighbour] + shifts - positions[centre]
-
-
-def add_placeholder_edge(
-    edge_index: torch.Tensor, vectors: torch.Tensor, cutoff: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """fairchem's rule for a batch with no edge at all: one self-loop on atom 0
-    whose vector is ``(cutoff + 1) * (1, 1, 1)`` Å, beyond the cutoff, so its
-    envelope and hence its contribution are 0. Other batches pass unchanged."""
-    if edge_index.shape[1] > 0:
-        return edge_index, vectors
-    return edge_index.new_zeros(2, 1), vectors.new_full((1, 3), cutoff + 1.0)
 
 
 def _check_inputs(

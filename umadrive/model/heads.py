@@ -64,7 +64,8 @@ class TaskOutputs:
 def task_outputs(tasks_config: list[dict], datasets: list[str]) -> dict[str, TaskOutputs]:
     """Per dataset of the model, its output scaling from a checkpoint's ``tasks_config``.
 
-    Raises ValueError naming a dataset that has no energy task.
+    Datasets without an energy task are left out; raises ValueError when none
+    of ``datasets`` has one.
     """
     by_dataset: dict[str, dict[str, dict]] = {}
     for task in tasks_config:

@@ -34,6 +34,7 @@ import torch
 
 from umadrive.model.checkpoint import load_checkpoint
 from umadrive.model.cuda_modes import GraphedRotation, tf32_matmuls
+from umadrive.model.escn import CHARGE_OFFSET, CHARGE_ROWS, SPIN_OFFSET, SPIN_ROWS
 from umadrive.model.graph import RadiusGraph, radius_graph, vesin_graph
 from umadrive.model.merge import ExpertMerger, common_key
 from umadrive.model.names import resolve_model
@@ -49,8 +50,9 @@ CHECKPOINT_CHUNK_EDGES = 128 * 1024
 GraphGenerator = Callable[..., RadiusGraph]
 """A function with :func:`umadrive.model.graph.radius_graph`'s signature."""
 
-CHARGE_RANGE = (-100, 100)
-SPIN_RANGE = (0, 100)
+#: The charges and spins the model's embedding tables have rows for.
+CHARGE_RANGE = (-CHARGE_OFFSET, CHARGE_ROWS - 1 - CHARGE_OFFSET)
+SPIN_RANGE = (-SPIN_OFFSET, SPIN_ROWS - 1 - SPIN_OFFSET)
 
 
 class InvalidSystemError(ValueError):

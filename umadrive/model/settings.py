@@ -16,15 +16,16 @@ Semantics (see the UMA spec, "Inference settings"):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Literal
+import json
+import os
+from pathlib import Path
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
-PresetName = Literal["default", "turbo"]
-
 _GRAPH_GEN_VERSIONS = (1, 2)
 _BASE_DTYPES = (torch.float32, torch.float64)
+_DTYPE_NAMES = {str(dtype).removeprefix("torch."): dtype for dtype in _BASE_DTYPES}
 
 
 class InferenceSettingsError(ValueError):
@@ -81,6 +82,36 @@ class InferenceSettings:
         values = asdict(self)
         values["base_precision_dtype"] = str(self.base_precision_dtype).removeprefix("torch.")
         return values
+
+    @classmethod
+    def from_dict(cls, values: dict, *, base: str = "default") -> "InferenceSettings":
+        """The inverse of :meth:`as_dict`: plain values (``base_precision_dtype``
+        as ``"float32"``/``"float64"``) over the preset ``base``; fields left out
+        keep the preset's value. Unknown fields are refused."""
+        if not isinstance(values, dict):
+            raise InferenceSettingsError(f"expected an object of inference settings, got "
+                                         f"{type(values).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InferenceSettingsError(f"unknown settings {unknown}; known: {sorted(known)}")
+        values = dict(values)
+        if "base_precision_dtype" in values:
+            name = values["base_precision_dtype"]
+            if name not in _DTYPE_NAMES:
+                raise InferenceSettingsError(f"base_precision_dtype {name!r}, expected one of "
+                                             f"{sorted(_DTYPE_NAMES)}")
+            values["base_precision_dtype"] = _DTYPE_NAMES[name]
+        return cls(**{**PRESETS[base], **values})
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> "InferenceSettings":
+        """:meth:`from_dict` of the JSON object in the file at ``path``."""
+        try:
+            values = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as error:
+            raise InferenceSettingsError(f"{os.fspath(path)!r} is not JSON ({error})") from None
+        return cls.from_dict(values)
 
 
 # The one table of presets (seed document / UMA spec).

@@ -40,7 +40,6 @@ MAX_BATCH_SIZE = 4096
 
 _F64 = np.dtype(np.float64)
 _I32 = np.dtype(np.int32)
-_CELL_BYTES = 9 * _F64.itemsize
 
 
 def header_name(header: bytes) -> str:

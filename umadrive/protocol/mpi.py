@@ -47,7 +47,6 @@ TAG_HELLO, TAG_INIT, TAG_WORK, TAG_RESULT, TAG_EXTRA, TAG_EXIT = range(1, 7)
 IPI_RANK = 0  # i-PI insists on being rank 0 of COMM_WORLD
 DRIVER_COLOR = 1  # i-PI splits COMM_WORLD with color 0
 _WORK_HEADER = 18  # h and ih before each structure's positions
-_RESULT_STRIDE = 10  # energy and virial around each structure's forces
 
 # While idle the driver polls with a growing pause: quick answers during a run,
 # and no core spinning in MPI's busy-wait while i-PI is between steps.

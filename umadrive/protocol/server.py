@@ -43,7 +43,6 @@ class ForceServer:
         self._timeout = timeout
         self._listener: socket.socket | None = None
         self._channel: msg.Channel | None = None
-        self._requests_sent = 0
         self.address = self._requested
 
     def __enter__(self) -> ForceServer:
@@ -109,7 +108,6 @@ class ForceServer:
         padded = list(structures) + [structures[-1]] * (self.batch_size - count if batched else 0)
         wire = [structure_to_wire(s) for s in padded]
         channel.send(msg.encode_posdata(wire, batched=batched) + msg.GETFORCE)
-        self._requests_sent += 1
         header = channel.read_header("FORCEREADY")
         if header != msg.FORCEREADY:
             raise ProtocolError(

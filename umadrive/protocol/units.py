@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from ase.units import Bohr, Hartree
 
-from umadrive.structure import Prediction, Structure
+from umadrive.structure import Prediction, Structure, virial as stress_virial
 
 _FORCE_TO_WIRE = Bohr / Hartree  # eV/Å -> Hartree/Bohr
 
@@ -50,14 +50,14 @@ def prediction_to_wire(
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """Returns ``(energy Hartree, forces (n, 3) Hartree/Bohr, virial (3, 3) Hartree)``.
 
-    The virial is ``-stress * V`` with V the structure's volume (Å³); it is zero
+    The virial is :func:`~umadrive.structure.virial` of the structure's volume; it is zero
     when the prediction has no stress (a structure not periodic in 3D)."""
     energy = float(prediction.energy) / Hartree
     forces = np.asarray(prediction.forces, dtype=np.float64) * _FORCE_TO_WIRE
     if prediction.stress is None:
         virial = np.zeros((3, 3))
     else:
-        virial = -np.asarray(prediction.stress, dtype=np.float64) * structure.volume / Hartree
+        virial = stress_virial(prediction.stress, structure.volume) / Hartree
     return energy, forces, virial
 
 
@@ -67,7 +67,7 @@ def prediction_from_wire(
 ) -> Prediction:
     """energy: Hartree; forces: (n, 3) Hartree/Bohr; virial: (3, 3) Hartree.
 
-    The stress is ``-virial / V`` (eV/Å³) when the structure has a volume (periodic
+    The stress is the inverse of :func:`~umadrive.structure.virial` (eV/Å³) when the structure has a volume (periodic
     in all three directions), else None."""
     volume = structure.volume
     stress = None

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from umadrive.driver.lammps_errors import LammpsInputError
+from umadrive.commands.addressing import add_address_arguments
+from umadrive.lammps.errors import LammpsInputError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
@@ -26,10 +27,7 @@ EXIT_FAILURE = 1
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("script", type=Path, help="LAMMPS input script (units metal or real)")
     address = parser.add_argument_group("where umadrive serve connects (i-PI socket)")
-    address.add_argument("--unix", metavar="NAME", help="unix socket NAME (path PREFIX+NAME)")
-    address.add_argument("--prefix", default="/tmp/ipi_", help="unix socket prefix (default: %(default)s)")
-    address.add_argument("--host", help="inet address to listen on, e.g. localhost")
-    address.add_argument("--port", type=int, help="inet port")
+    add_address_arguments(address, host_help="TCP address to listen on, e.g. localhost")
     address.add_argument(
         "--accept-timeout",
         type=float,
@@ -128,7 +126,7 @@ def _commands(lmp: Any, text: str, script: Path, part: str) -> None:
 
 
 def _fail(lmp: Any, server: Any, timestep: int, error: BaseException) -> NoReturn:
-    """End the process from inside a LAMMPS callback (see lammps_bridge)."""
+    """End the process from inside a LAMMPS callback (see umadrive.lammps.bridge)."""
     from umadrive.protocol.errors import ProtocolError
 
     lmp.flush_buffers()
@@ -147,7 +145,7 @@ def _serve(
 ) -> None:
     """Listen, wait for umadrive serve, and run the rest of the script with the
     bridge attached; EXIT to the server at the end."""
-    from umadrive.driver.lammps_bridge import LammpsBridge
+    from umadrive.lammps.bridge import LammpsBridge
     from umadrive.protocol.server import ForceServer
 
     with ForceServer(**address) as server:
@@ -174,11 +172,11 @@ def _serve(
 def _run(args: argparse.Namespace) -> int:
     import ase.io
 
-    from umadrive.driver.lammps_script import check_external_fix, split_script
-    from umadrive.driver.lammps_species import parse_type_names, type_elements
-    from umadrive.driver.lammps_system import read_system, type_masses
-    from umadrive.driver.lammps_units import lammps_units
-    from umadrive.driver.mpich_runtime import import_lammps
+    from umadrive.lammps.script import check_external_fix, split_script
+    from umadrive.lammps.species import parse_type_names, type_elements
+    from umadrive.lammps.system import read_system, type_masses
+    from umadrive.lammps.units import lammps_units
+    from umadrive.lammps.mpich_runtime import import_lammps
 
     writing_template = args.write_template is not None
     address = None if writing_template else _server_address(args)

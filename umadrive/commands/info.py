@@ -1,4 +1,5 @@
-"""``umadrive info``: versions of umadrive and the libraries it runs on."""
+"""``umadrive info``: versions of umadrive and the libraries it runs on, the
+devices torch sees, and where model names are looked for."""
 
 from __future__ import annotations
 
@@ -30,4 +31,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
         print(f"devices  cpu ({torch.get_num_threads()} threads), cuda: {cuda}")
+        _model_search_paths()
     return 0
+
+
+def _model_search_paths() -> None:
+    """The folders a model name (``--model uma-s-1p1``) is looked for in, in order."""
+    from umadrive.model.names import fairchem_cache, huggingface_cache, umadrive_cache
+
+    hub = "models--facebook--UMA/snapshots/*/checkpoints/"
+    print("models   names are looked for in, in order:")
+    print(f"         {umadrive_cache()}/  (UMADRIVE_CACHE)")
+    print(f"         {fairchem_cache() / hub}  (FAIRCHEM_CACHE_DIR)")
+    print(f"         {huggingface_cache() / hub}  (HF_HUB_CACHE, HF_HOME)")
+    print("         then a download from facebook/UMA (with huggingface_hub and a token)")

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from umadrive.driver.lammps_errors import LammpsInputError
-from umadrive.driver.lammps_units import LammpsUnits
+from umadrive.lammps.errors import LammpsInputError
+from umadrive.lammps.units import LammpsUnits
 
 if TYPE_CHECKING:
     import ase

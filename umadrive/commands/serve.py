@@ -1,6 +1,9 @@
 """``umadrive serve``: load the model once, connect to an MD engine and answer its
 force requests until it ends (or, with ``--persist``, until a stop signal).
 
+The serving itself is :func:`umadrive.driver.serve`; this module maps the flags
+onto :class:`~umadrive.driver.ServeOptions` and loads the backend.
+
 Exit status: 0 after EXIT, when an engine that never sent INIT (ASE, LAMMPS)
 closes between steps, or after SIGTERM/SIGINT (the request in flight is answered
 first); 1 when a request is refused, the peer breaks the protocol or dies, the
@@ -15,21 +18,12 @@ import argparse
 import json
 import logging
 import time
-from typing import TYPE_CHECKING
 
-from umadrive.driver.transports import (
-    add_transport_arguments, choose_device, open_pool, process_rank, transport_problem,
-)
-from umadrive.protocol.errors import ProtocolError
+from umadrive.commands.addressing import add_address_arguments
+from umadrive.driver.options import ServeOptions
+from umadrive.driver.transports import choose_device, process_rank
+from umadrive.protocol.addresses import Address, resolve_address
 from umadrive.protocol.messages import DEFAULT_MAX_ATOMS
-
-if TYPE_CHECKING:
-    import ase
-
-    from umadrive.driver.backend import Backend
-    from umadrive.driver.lifecycle import StopSignal
-    from umadrive.driver.stats import ServeLog
-    from umadrive.protocol.addresses import Address
 
 log = logging.getLogger("umadrive.driver")
 
@@ -45,7 +39,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                       "(required when the model has several)")
     model.add_argument("--charge", type=int, default=0, help="total charge, UMA (default 0)")
     model.add_argument("--spin", type=int, default=None,
-                       help="spin multiplicity, UMA (default 1 for omol, else 0 = unset)")
+                       help="spin multiplicity, UMA (default 1 for omol, else 0 = unset: "
+                            "umadrive.model.calculator.default_spin)")
     model.add_argument("--mode", default="default", metavar="default|turbo|FILE.json",
                        help="UMA inference settings: a preset or a JSON file of settings")
     model.add_argument("--device", default="cpu",
@@ -57,11 +52,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model-kwargs", default="{}", metavar="JSON",
                        help="keyword arguments for an ASE calculator, as a JSON object")
     where = parser.add_argument_group("address (unix socket, or --host/--port for TCP)")
-    where.add_argument("--unix", metavar="NAME", help="unix socket PREFIX+NAME")
-    where.add_argument("--prefix", default="/tmp/ipi_", help="unix socket prefix (default %(default)s)")
-    where.add_argument("--host", help="TCP host (default localhost when --port is given)")
-    where.add_argument("--port", type=int, help="TCP port")
-    add_transport_arguments(parser)
+    add_address_arguments(where, host_help="TCP host (default localhost when --port is given)")
+    _add_transport_arguments(parser)
     serving = parser.add_argument_group("serving")
     serving.add_argument("--connections", type=int, default=1, metavar="N",
                          help="open N connections to the server (i-PI gives each one a bead); "
@@ -87,25 +79,49 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "structures_in_step) that i-PI records")
 
 
-def _bad_arguments(args: argparse.Namespace) -> str | None:
-    """What is wrong with the command line, or None."""
-    if args.connections < 1:
-        return f"--connections {args.connections}: expected 1 or more"
-    if args.batch_window < 0:
-        return f"--batch-window {args.batch_window}: expected 0 ms or more"
-    if args.log_every < 0:
-        return f"--log-every {args.log_every}: expected 0 (no status lines) or more"
-    problem = transport_problem(args)
-    if problem:
-        return problem
+def _add_transport_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("transport (default: the socket protocol at the address)")
+    exclusive = group.add_mutually_exclusive_group()
+    exclusive.add_argument("--shm", action="store_true",
+                           help="i-PI's <ffsocket mode='shm'>: control messages over the unix "
+                                "socket --unix, arrays in i-PI's shared memory (same node)")
+    exclusive.add_argument("--mpi", action="store_true",
+                           help="i-PI's <ffmpi>: be the driver ranks of `mpiexec -n 1 i-pi "
+                                "input.xml : -n K umadrive serve --mpi ...` (no address; needs "
+                                "mpi4py)")
+    group.add_argument("--mpi-name", default="", metavar="NAME",
+                       help="with --mpi: the <ffmpi name='NAME'> to serve when the input has "
+                            "several (default: the only one)")
+
+
+def serve_options(args: argparse.Namespace) -> ServeOptions:
+    """The flags as :class:`ServeOptions` (raises ServeOptionsError)."""
+    return ServeOptions(
+        transport="mpi" if args.mpi else "shm" if args.shm else "socket",
+        mpi_name=args.mpi_name, connections=args.connections, batch_window_ms=args.batch_window,
+        persist=args.persist, connect_timeout_s=args.connect_timeout, max_atoms=args.max_atoms,
+        warmup=args.warmup, log_every=args.log_every, log_json=args.log_json,
+        extras=args.extras)
+
+
+def parse_address(args: argparse.Namespace) -> Address | None:
+    """The address flags, or None when none is given."""
+    if args.unix is None and args.port is None and args.host is None:
+        return None
+    if args.host is not None and args.port is None and args.unix is None:
+        raise ValueError(f"--host {args.host!r} needs --port P")
+    return resolve_address(unix=args.unix, prefix=args.prefix, host=args.host, port=args.port)
+
+
+def _model_kwargs(text: str) -> dict:
     try:
-        model_kwargs = json.loads(args.model_kwargs)
+        model_kwargs = json.loads(text)
     except json.JSONDecodeError as error:
-        return (f"--model-kwargs {args.model_kwargs!r} is not JSON ({error}); expected an "
-                "object like '{\"a\": 1}'")
+        raise ValueError(f"--model-kwargs {text!r} is not JSON ({error}); expected an object "
+                         "like '{\"a\": 1}'") from None
     if not isinstance(model_kwargs, dict):
-        return f"--model-kwargs {args.model_kwargs!r} must be a JSON object"
-    return None
+        raise ValueError(f"--model-kwargs {text!r} must be a JSON object")
+    return model_kwargs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,106 +129,39 @@ def run(args: argparse.Namespace) -> int:
     where = f"[rank {rank.rank}]" if rank is not None else ""
     logging.basicConfig(format=f"umadrive serve{where}: %(levelname)s: %(message)s",
                         level=logging.INFO)
-    problem = _bad_arguments(args)
-    if problem:
-        log.error("%s", problem)
+    try:  # everything the command line alone can tell, before anything heavy loads
+        options = serve_options(args)
+        address = parse_address(args)
+        options.check_address(address)
+        model_kwargs = _model_kwargs(args.model_kwargs)
+    except ValueError as error:  # ServeOptionsError included
+        log.error("%s", error)
         return 2
-    # Heavy imports happen here, not in configure(), so `umadrive --help` stays fast.
+    # Loading starts here, once the flags are known to be good.
     import ase.io
 
-    from umadrive.driver.backend import UmaOptions, make_backend
+    from umadrive.driver.backends import UmaOptions, make_backend
     from umadrive.driver.lifecycle import StopSignal
-    from umadrive.driver.stats import ServeLog
-    from umadrive.protocol.addresses import resolve_address
+    from umadrive.driver.serving import open_serve_log, serve
 
     device = choose_device(args.device, rank)
     if rank is not None:
         log.info("took device %s (rank %d of %d, local rank %d)", device, rank.rank, rank.size,
                  rank.local)
     try:
-        address = None if args.mpi else resolve_address(unix=args.unix, prefix=args.prefix,
-                                                        host=args.host, port=args.port)
         template = ase.io.read(args.structure)
         start = time.perf_counter()
-        backend = make_backend(args.model, template, **json.loads(args.model_kwargs), uma=UmaOptions(
+        backend = make_backend(args.model, template, **model_kwargs, uma=UmaOptions(
             task=args.task, charge=args.charge, spin=args.spin, mode=args.mode, device=device))
     except (ValueError, OSError) as error:
         log.error("%s", error)
         return 2
-    json_file = open(args.log_json, "a") if args.log_json else None
-    try:
-        serve_log = ServeLog(every=args.log_every, json_file=json_file,
-                             device_memory=backend.device_memory_bytes)
+    with open_serve_log(options, backend) as serve_log:
         serve_log.event("loaded", f"model {backend.name} ready; template {args.structure}: "
                         f"{len(template)} atoms, {template.get_chemical_formula()}",
                         model=backend.name, seconds=time.perf_counter() - start,
                         atoms=len(template))
-        if args.warmup:
-            _warm_up(backend, template, serve_log)
         with StopSignal() as stop:
-            status = _serve_runs(args, address, backend, template, serve_log, stop)
-        serve_log.summary()
-        log.info("exiting with status %d", status)
-        return status
-    finally:
-        if json_file is not None:
-            json_file.close()
-
-
-def _warm_up(backend: Backend, template: ase.Atoms, serve_log: ServeLog) -> None:
-    from umadrive.structure import Structure
-
-    structure = Structure(positions=template.positions.copy(), cell=template.cell.array.copy(),
-                          pbc=template.pbc.copy())
-    start = time.perf_counter()
-    backend.compute([structure])
-    seconds = time.perf_counter() - start
-    serve_log.event("warmup", f"warm-up prediction on the template ({len(template)} atoms): "
-                    f"{seconds:.2f} s", seconds=seconds)
-
-
-_FIRST_RETRY_AFTER_FAILURE_S = 0.5
-_OUTCOMES = {
-    "EXIT": "the server sent EXIT",
-    "EOF": "the server closed the connection",
-    "failed": "gave up on the server (errors above)",
-    "stopped": "stopped by {}",
-}
-
-
-def _serve_runs(args: argparse.Namespace, address: Address | None, backend: Backend,
-                template: ase.Atoms, serve_log: ServeLog, stop: StopSignal) -> int:
-    """Serves one engine run, or one after another with ``--persist``."""
-    from umadrive.driver.batching import serve_requests
-    from umadrive.driver.connections import MAX_RETRY_INTERVAL_S
-
-    retry_s = _FIRST_RETRY_AFTER_FAILURE_S
-    while True:
-        try:
-            pool = open_pool(args, address, stop, serve_log)
-        except (ProtocolError, OSError, ImportError) as error:  # ImportError: --mpi, no mpi4py
-            log.error("%s", error)
-            return 1
-        if pool is None:
-            return 0  # stopped while waiting for a server
-        requests_before = serve_log.total.requests
-        try:
-            serve_requests(pool, backend, template, serve_log=serve_log, stop=stop,
-                           extras=args.extras)
-        finally:
-            pool.close()
-        outcome = "stopped" if stop.requested else pool.outcome
-        requests = serve_log.total.requests - requests_before
-        serve_log.event("run_end", f"{_OUTCOMES[outcome].format(stop.requested)} after "
-                        f"{requests} requests", outcome=outcome, requests=requests)
-        if stop.requested:
-            return 0
-        if not args.persist:
-            return 0 if outcome in ("EXIT", "EOF") else 1
-        if outcome == "failed":  # the same server may fail the same way again: do not hammer it
-            log.info("waiting %.1f s before connecting again", retry_s)
-            if stop.wait(retry_s):
-                return 0
-            retry_s = min(2 * retry_s, MAX_RETRY_INTERVAL_S)
-        else:
-            retry_s = _FIRST_RETRY_AFTER_FAILURE_S
+            status = serve(backend, template, address, options, stop=stop, serve_log=serve_log)
+    log.info("exiting with status %d", status)
+    return status

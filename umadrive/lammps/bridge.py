@@ -21,10 +21,10 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from umadrive.driver.lammps_errors import LammpsInputError
-from umadrive.driver.lammps_system import LammpsSystem, lammps_cell
-from umadrive.driver.lammps_units import LammpsUnits
-from umadrive.structure import Prediction, Structure
+from umadrive.lammps.errors import LammpsInputError
+from umadrive.lammps.system import LammpsSystem, lammps_cell
+from umadrive.lammps.units import LammpsUnits
+from umadrive.structure import Prediction, Structure, virial as stress_virial
 
 # LAMMPS orders a global virial xx, yy, zz, xy, xz, yz.
 _VIRIAL_VOIGT = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
@@ -138,5 +138,5 @@ class LammpsBridge:
                     "and fix npt would miss the model's virial"
                 )
             return np.zeros(6)
-        virial = -np.asarray(prediction.stress) * structure.volume
+        virial = stress_virial(prediction.stress, structure.volume)
         return np.array([virial[i, j] for i, j in _VIRIAL_VOIGT])

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ase import units
 
-from umadrive.driver.lammps_errors import LammpsInputError
+from umadrive.lammps.errors import LammpsInputError
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ def _run_ipi(args, folder: Path, structure: Path, socket_name: str,
              children: list[subprocess.Popen], serve: subprocess.Popen):
     import numpy as np
 
-    from umadrive.driver.ipi_input import IpiRun, ipi_input_xml
+    from umadrive.ipi_input import IpiRun, ipi_input_xml
 
     run = IpiRun(structure=structure.name, steps=args.steps, unix=socket_name, ensemble="nvt",
                  nbeads=args.beads, temperature_k=args.temperature, timestep_fs=1.0)

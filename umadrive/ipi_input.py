@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
+from umadrive.protocol.addresses import DEFAULT_PREFIX
+
 
 @dataclass(frozen=True)
 class IpiRun:
@@ -33,7 +35,7 @@ class IpiRun:
     structure: str
     steps: int
     unix: str | None = None
-    prefix: str = "/tmp/ipi_"
+    prefix: str = DEFAULT_PREFIX
     host: str | None = None
     port: int | None = None
     transport: str = "socket"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from umadrive.driver.lammps_errors import LammpsInputError
+from umadrive.lammps.errors import LammpsInputError
 
 SPLIT_COMMANDS = frozenset({"run", "minimize", "rerun", "label", "jump"})
 REQUIRED_FIX_LINE = "fix umadrive all external pf/callback 1 1"

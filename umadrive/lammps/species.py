@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from ase.data import atomic_masses, chemical_symbols
 
-from umadrive.driver.lammps_errors import LammpsInputError
+from umadrive.lammps.errors import LammpsInputError
 
 MASS_TOLERANCE = 0.1  # amu
 

@@ -4,7 +4,6 @@ spin are fixed for the process."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -13,44 +12,26 @@ from pathlib import Path
 import ase
 import torch
 
-from umadrive.driver.backend import UmaOptions
+from umadrive.driver.backends.options import UmaOptions
+from umadrive.model.calculator import default_spin
 from umadrive.model.predictor import PredictUnit, System, get_predict_unit
-from umadrive.model.settings import PRESETS, InferenceSettings
+from umadrive.model.settings import PRESETS, InferenceSettings, InferenceSettingsError
 from umadrive.structure import Prediction, Structure
 
 log = logging.getLogger("umadrive.driver")
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
 def inference_settings(mode: str) -> InferenceSettings:
     """``--mode``: a preset name, or the path of a JSON object of
-    :class:`InferenceSettings` fields (``base_precision_dtype`` as
-    ``"float32"``/``"float64"``; fields left out keep the default preset's value)."""
+    :class:`InferenceSettings` fields (see :meth:`InferenceSettings.from_dict`)."""
     if mode in PRESETS:
         return InferenceSettings.preset(mode)
-    path = Path(mode)
-    if not path.is_file():
+    if not Path(mode).is_file():
         raise ValueError(f"--mode {mode!r}: expected {' or '.join(sorted(PRESETS))}, or the path "
                          "of a JSON file of inference settings (no such file)")
     try:
-        fields = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"--mode {mode!r}: not JSON ({error})") from error
-    if not isinstance(fields, dict):
-        raise ValueError(f"--mode {mode!r}: expected a JSON object of settings, got "
-                         f"{type(fields).__name__}")
-    known = set(InferenceSettings.__dataclass_fields__)
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise ValueError(f"--mode {mode!r}: unknown settings {unknown}; known: {sorted(known)}")
-    if "base_precision_dtype" in fields:
-        name = fields["base_precision_dtype"]
-        if name not in _DTYPES:
-            raise ValueError(f"--mode {mode!r}: base_precision_dtype {name!r}, expected one of "
-                             f"{sorted(_DTYPES)}")
-        fields["base_precision_dtype"] = _DTYPES[name]
-    return InferenceSettings(**{**PRESETS["default"], **fields})
+        return InferenceSettings.from_json(mode)
+    except InferenceSettingsError as error:
+        raise ValueError(f"--mode {mode!r}: {error}") from None
 
 
 def torch_device(name: str) -> torch.device:
@@ -84,9 +65,7 @@ class UmaBackend:
         self._charge = charge
         self._spin = spin
         # refuses unknown elements, task, charge or spin now rather than at the first request
-        unit.batch([self._system(Structure(positions=template.positions.copy(),
-                                           cell=template.cell.array.copy(),
-                                           pbc=template.pbc.copy()))])
+        unit.batch([self._system(Structure.from_atoms(template))])
 
     @classmethod
     def load(cls, model: str, template: ase.Atoms, options: UmaOptions) -> UmaBackend:
@@ -110,7 +89,7 @@ class UmaBackend:
                 raise ValueError(f"--task is required: {model} predicts for {datasets} (e.g. "
                                  "omat for inorganic materials, omol for molecules)")
             task = datasets[0]
-        spin = options.spin if options.spin is not None else (1 if task == "omol" else 0)
+        spin = options.spin if options.spin is not None else default_spin(task)
         return cls(unit, template, task=task, charge=options.charge, spin=spin,
                    name=f"{Path(model).name} ({task})")
 

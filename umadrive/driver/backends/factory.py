@@ -1,0 +1,32 @@
+"""``make_backend``: a ``--model`` spec to a :class:`Backend`.
+
+Specs: a UMA checkpoint path or model name (:mod:`umadrive.driver.backends.uma`),
+``ase:emt`` (ASE's EMT) and ``ase:package.module:Class`` (any ASE calculator,
+built with the keyword arguments given).
+"""
+
+from __future__ import annotations
+
+import ase
+
+from umadrive.driver.backends.ase_calculator import AseBackend, ase_calculator
+from umadrive.driver.backends.options import UmaOptions
+from umadrive.driver.backends.protocol import Backend
+
+
+def make_backend(spec: str, template: ase.Atoms, *, uma: UmaOptions | None = None,
+                 **calculator_kwargs: object) -> Backend:
+    """The backend for a ``--model`` spec: ``ase:...`` builds an ASE calculator
+    with ``calculator_kwargs``; anything else is a UMA checkpoint path or model
+    name, loaded with ``uma`` (defaults: :class:`UmaOptions`)."""
+    kind, _, rest = spec.partition(":")
+    if kind == "ase":
+        if not rest:
+            raise ValueError(f"--model {spec!r}: expected 'ase:emt' or 'ase:package.module:Class'")
+        return AseBackend(ase_calculator(rest, calculator_kwargs), template, name=spec)
+    if calculator_kwargs:
+        raise ValueError(f"--model-kwargs {calculator_kwargs} apply to ASE calculators only "
+                         f"('ase:...'), not to the UMA model {spec!r}")
+    from umadrive.driver.backends.uma import UmaBackend  # imports torch: only when asked
+
+    return UmaBackend.load(spec, template, uma or UmaOptions())

@@ -1,0 +1,25 @@
+"""How a UMA model is loaded and asked: the ``umadrive serve`` model flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class UmaOptions:
+    """How a UMA model is loaded and asked (``umadrive serve`` flags).
+
+    task: the model dataset to predict for (``omat``, ``omol``, ...); None is
+        allowed when the model has only one.
+    charge: total charge (e). spin: spin multiplicity; None means the model's
+        default for the task (:func:`umadrive.model.calculator.default_spin`).
+    mode: ``default``, ``turbo`` or the path of a JSON file of
+        :class:`~umadrive.model.settings.InferenceSettings` fields.
+    device: ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+
+    task: str | None = None
+    charge: int = 0
+    spin: int | None = None
+    mode: str = "default"
+    device: str = "cpu"

@@ -1,0 +1,128 @@
+"""The driver as a library: :func:`serve` answers an MD engine's force requests
+with a loaded backend until the engine ends (or, with ``persist``, until a stop).
+
+Embedding it, e.g. in a notebook thread::
+
+    backend = make_backend("uma-s-1p1", template, uma=UmaOptions(task="omat"))
+    stop = StopFlag()
+    thread = threading.Thread(target=serve, args=(backend, template, address),
+                              kwargs={"stop": stop})
+    thread.start()   # ... run i-PI or ASE against address ...
+    stop.set(); thread.join(); stop.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from umadrive.driver.lifecycle import StopFlag
+from umadrive.driver.options import ServeOptions
+from umadrive.driver.stats import ServeLog
+from umadrive.driver.transports import open_pool
+from umadrive.protocol.errors import ProtocolError
+from umadrive.structure import Structure
+
+if TYPE_CHECKING:
+    import ase
+
+    from umadrive.driver.backends.protocol import Backend
+    from umadrive.protocol.addresses import Address
+
+log = logging.getLogger("umadrive.driver")
+
+_FIRST_RETRY_AFTER_FAILURE_S = 0.5
+_OUTCOMES = {
+    "EXIT": "the server sent EXIT",
+    "EOF": "the server closed the connection",
+    "failed": "gave up on the server (errors above)",
+    "stopped": "stopped by {}",
+}
+
+
+@contextlib.contextmanager
+def open_serve_log(options: ServeOptions, backend: Backend) -> Iterator[ServeLog]:
+    """The status lines and JSON log ``options`` ask for (``log_json`` is
+    appended to and closed at the end)."""
+    with contextlib.ExitStack() as stack:
+        json_file = stack.enter_context(open(options.log_json, "a")) if options.log_json else None
+        yield ServeLog(every=options.log_every, json_file=json_file,
+                       device_memory=backend.device_memory_bytes)
+
+
+def serve(backend: Backend, template: ase.Atoms, address: Address | None,
+          options: ServeOptions = ServeOptions(), *, stop: StopFlag | None = None,
+          serve_log: ServeLog | None = None) -> int:
+    """Serves the engine at ``address`` (None with ``transport="mpi"``) with
+    ``backend``; every request is checked against ``template`` (species, atom
+    order and periodicity). Returns when the engine ended the run (or, with
+    ``options.persist``, when ``stop`` is set); the request in flight is
+    answered first.
+
+    stop: set it from another thread to end the service (None: run until the
+        engine ends). serve_log: where status lines go (None: per ``options``).
+    Returns 0 after EXIT, an end of stream between steps or a stop, 1 when a
+    request was refused, the peer broke the protocol or died, or the model
+    failed. Raises :class:`~umadrive.driver.options.ServeOptionsError` when
+    ``address`` does not fit the transport.
+    """
+    options.check_address(address)
+    with contextlib.ExitStack() as stack:
+        if stop is None:
+            stop = stack.enter_context(StopFlag())
+        if serve_log is None:
+            serve_log = stack.enter_context(open_serve_log(options, backend))
+        if options.warmup:
+            _warm_up(backend, template, serve_log)
+        status = _serve_runs(backend, template, address, options, stop, serve_log)
+        serve_log.summary()
+    return status
+
+
+def _warm_up(backend: Backend, template: ase.Atoms, serve_log: ServeLog) -> None:
+    start = time.perf_counter()
+    backend.compute([Structure.from_atoms(template)])
+    seconds = time.perf_counter() - start
+    serve_log.event("warmup", f"warm-up prediction on the template ({len(template)} atoms): "
+                    f"{seconds:.2f} s", seconds=seconds)
+
+
+def _serve_runs(backend: Backend, template: ase.Atoms, address: Address | None,
+                options: ServeOptions, stop: StopFlag, serve_log: ServeLog) -> int:
+    """Serves one engine run, or one after another with ``persist``."""
+    from umadrive.driver.batching import serve_requests
+    from umadrive.driver.connections import MAX_RETRY_INTERVAL_S
+
+    retry_s = _FIRST_RETRY_AFTER_FAILURE_S
+    while True:
+        try:
+            pool = open_pool(options, address, stop, serve_log)
+        except (ProtocolError, OSError, ImportError) as error:  # ImportError: mpi, no mpi4py
+            log.error("%s", error)
+            return 1
+        if pool is None:
+            return 0  # stopped while waiting for a server
+        requests_before = serve_log.total.requests
+        try:
+            serve_requests(pool, backend, template, serve_log=serve_log, stop=stop,
+                           extras=options.extras)
+        finally:
+            pool.close()
+        outcome = "stopped" if stop.requested else pool.outcome
+        requests = serve_log.total.requests - requests_before
+        serve_log.event("run_end", f"{_OUTCOMES[outcome].format(stop.requested)} after "
+                        f"{requests} requests", outcome=outcome, requests=requests)
+        if stop.requested:
+            return 0
+        if not options.persist:
+            return 0 if outcome in ("EXIT", "EOF") else 1
+        if outcome == "failed":  # the same server may fail the same way again: do not hammer it
+            log.info("waiting %.1f s before connecting again", retry_s)
+            if stop.wait(retry_s):
+                return 0
+            retry_s = min(2 * retry_s, MAX_RETRY_INTERVAL_S)
+        else:
+            retry_s = _FIRST_RETRY_AFTER_FAILURE_S
