@@ -19,14 +19,14 @@ from umadrive.model.settings import InferenceSettingsError
 from umadrive.structure import Structure
 from umadrive.testing import tolerance
 
+from tests.model.helpers import checkpoint_path
+
 F64 = torch.float64
 #: turbo without the CUDA-only settings and without inductor code generation (CI-sized)
 TURBO_CPU = dict(activation_checkpointing=False, merge_mole=True, compile=True)
 
 
 def _unit(settings: dict, dtype=F64, name="s1p1", **kwargs):
-    from tests.model.conftest import checkpoint_path
-
     return get_predict_unit(checkpoint_path(name), inference_settings=InferenceSettings(
         base_precision_dtype=dtype, **settings), **kwargs)
 
@@ -268,8 +268,6 @@ def test_inductor_compile_on_a_tiny_model(uma_cases):
 
 
 def test_model_names_resolve_through_the_cache(tmp_path, monkeypatch):
-    from tests.model.conftest import checkpoint_path
-
     shutil.copy(checkpoint_path("s1p1"), tmp_path / "uma-s-1p1.pt")
     monkeypatch.setenv("UMADRIVE_CACHE", str(tmp_path))
     unit = get_predict_unit("uma-s-1p1")
