@@ -10,9 +10,9 @@ from pathlib import Path
 
 import ase
 import numpy as np
-from ase.build import bulk
 
 from umadrive.structure import Structure
+from umadrive.testing import cu3au as ordered_cu3au
 
 OUT = Path(__file__).resolve().parent / "out"
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,10 +20,8 @@ FIXTURE_MODEL = ROOT / "tests" / "data" / "uma_s1p1.pt"
 
 
 def cu3au(repeat: tuple[int, int, int]) -> ase.Atoms:
-    """L1_2 Cu3Au (4 atoms per cubic cell, a = 3.75 Å) repeated, rattled."""
-    atoms = bulk("Cu", "fcc", a=3.75, cubic=True)
-    atoms.numbers[0] = 79
-    atoms = atoms.repeat(repeat)
+    """:func:`umadrive.testing.cu3au` of ``repeat`` cubic cells, rattled."""
+    atoms = ordered_cu3au(repeat)
     atoms.rattle(0.03, seed=7)
     return atoms
 

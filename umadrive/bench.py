@@ -33,7 +33,6 @@ MODES: dict[str, dict | None] = {
     "internal_graph_gen_version=1": {"internal_graph_gen_version": 1},
     "external_graph_gen=True (vesin)": {"external_graph_gen": True},
 }
-LATTICE_CU3AU = 3.75  # Å
 RATTLE = 0.01  # Å, per call: positions as an MD step would change them
 
 
@@ -60,15 +59,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def cu3au(atoms: int):
     """Ordered fcc Cu3Au (L1_2) of ``atoms`` atoms: n x n x m cubic cells, n as large as fits."""
-    from ase.build import bulk
+    from umadrive.testing import cu3au as cu3au_cells
 
     if atoms % 4:
         raise ValueError(f"--atoms {atoms} is not a multiple of 4 (4 atoms per fcc cell)")
     cells = atoms // 4
     n = max(k for k in range(1, round(cells ** (1 / 3)) + 2) if cells % (k * k) == 0)
-    crystal = bulk("Cu", "fcc", a=LATTICE_CU3AU, cubic=True)
-    crystal.numbers[0] = 79
-    return crystal.repeat((n, n, cells // (n * n)))
+    return cu3au_cells((n, n, cells // (n * n)))
 
 
 def _system(crystal, rng):

@@ -19,6 +19,8 @@ raises :class:`CheckFailed` with that report otherwise:
 * :func:`check_batch_equals_single`: a batch answers as its members one by one;
 * :func:`check_merged_equals_unmerged`: a predict unit with ``merge_mole``
   answers as the same model with routed experts.
+
+:func:`cu3au` builds the ordered alloy umadrive's tests, benchmarks and demo use.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
+import ase
 import numpy as np
+from ase.build import bulk
 
 from umadrive.structure import Prediction, Structure
 
@@ -86,6 +90,18 @@ def _row_name(dtype: object) -> str:
     if name not in TOLERANCES:
         raise ValueError(f"no tolerance for dtype {dtype!r}; known: {sorted(TOLERANCES)}")
     return name
+
+
+#: Å, the lattice constant of the ordered Cu3Au :func:`cu3au` builds.
+LATTICE_CU3AU = 3.75
+
+
+def cu3au(repeat: tuple[int, int, int]) -> ase.Atoms:
+    """Ordered fcc Cu3Au (L1_2: Au at the cube corners, a = :data:`LATTICE_CU3AU`),
+    ``repeat`` conventional cubic cells (4 atoms each), periodic, not rattled."""
+    atoms = bulk("Cu", "fcc", a=LATTICE_CU3AU, cubic=True)
+    atoms.numbers[0] = 79
+    return atoms.repeat(repeat)
 
 
 Predict = Callable[[Sequence[Structure]], list[Prediction]]
@@ -264,7 +280,8 @@ def check_merged_equals_unmerged(unit: "PredictUnit",
                                  systems: Sequence["System"]) -> CheckReport:
     """Each system alone on ``unit`` (which has ``merge_mole`` on, so it runs on
     merged experts) against a unit of the same model and settings with
-    ``merge_mole`` off (routed experts). Compared in the unit's precision."""
+    ``merge_mole`` off (routed experts; default graph generator and compile
+    backend). Compared in the unit's precision."""
     from umadrive.model.predictor import PredictUnit
 
     if not unit.settings.merge_mole:

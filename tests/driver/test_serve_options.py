@@ -101,13 +101,13 @@ def uma():
 
 
 def test_uma_backend_batch_equals_one_by_one_calls(uma, tmp_path):
-    from tests.driver.test_batching import CHECKPOINT, alloy
+    from tests.reference import UMA_S1P1, cu3au_8
     from umadrive.driver.backend import UmaOptions, make_backend
 
     mode = tmp_path / "float64.json"
     mode.write_text(json.dumps({"base_precision_dtype": "float64"}))
-    atoms = alloy()
-    backend = make_backend(str(CHECKPOINT), atoms, uma=UmaOptions(task="omat", mode=str(mode)))
+    atoms = cu3au_8()
+    backend = make_backend(str(UMA_S1P1), atoms, uma=UmaOptions(task="omat", mode=str(mode)))
     rng = np.random.default_rng(5)
     structures = [to_structure(atoms)]
     for _ in range(3):
@@ -131,11 +131,11 @@ def test_uma_backend_batch_equals_one_by_one_calls(uma, tmp_path):
     ({"task": "omat", "device": "tpu"}, "--device 'tpu'"),
 ])
 def test_uma_backend_options_are_checked(uma, options, message):
-    from tests.driver.test_batching import CHECKPOINT, alloy
+    from tests.reference import UMA_S1P1, cu3au_8
     from umadrive.driver.backend import UmaOptions, make_backend
 
     with pytest.raises(ValueError, match=message):
-        make_backend(str(CHECKPOINT), alloy(), uma=UmaOptions(**options))
+        make_backend(str(UMA_S1P1), cu3au_8(), uma=UmaOptions(**options))
 
 
 @pytest.mark.parametrize("text, message", [

@@ -15,7 +15,8 @@ from ase import Atoms
 from umadrive.model import InferenceSettings, PredictUnit, System, get_predict_unit
 from umadrive.structure import Structure
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+from tests.reference import DATA
+
 CHECKPOINTS = ("s1p1", "m1p1", "s1p0")
 DTYPES = (torch.float32, torch.float64)
 

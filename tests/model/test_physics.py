@@ -1,6 +1,7 @@
-"""Properties of our UMA that need no oracle: invariance under rotations,
-translations and permutations; forces and stress as derivatives of the energy;
-smoothness at the cutoff; batching."""
+"""Properties of our UMA that need no oracle, in float32 and float64 (tolerances
+from :mod:`umadrive.testing`): invariance under rotations, translations and
+permutations; forces and stress as derivatives of the energy; smoothness at the
+cutoff; batching; merged experts."""
 
 from __future__ import annotations
 

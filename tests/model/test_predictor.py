@@ -17,7 +17,7 @@ from umadrive.model.graph import RadiusGraph, vesin_graph
 from umadrive.model.predictor import InvalidSystemError
 from umadrive.model.settings import InferenceSettingsError
 from umadrive.structure import Structure
-from umadrive.testing import tolerance
+from umadrive.testing import check_batch_equals_single, check_merged_equals_unmerged, tolerance
 
 from tests.model.helpers import checkpoint_path
 
@@ -149,13 +149,9 @@ def test_four_beads_in_one_batch_equal_four_single_calls(uma_cases):
     cases = {label: system for label, system, _ in uma_cases("s1p1")}
     beads = [_rattled(cases["triclinic_alloy"], 0.03, seed) for seed in range(4)]
     turbo = _unit(dict(activation_checkpointing=False, merge_mole=True))
-    batched = turbo.predict(beads)
+    check_batch_equals_single(turbo.predict, beads)
     assert turbo.stats.merges == 1 and turbo.stats.routed_calls == 0
-    default = _unit({})
-    for index, bead in enumerate(beads):
-        single = default.predict([bead])[0]
-        _assert_same(batched[index], single, len(bead.numbers), label=f"bead {index}")
-        _assert_same(turbo.predict([bead])[0], single, len(bead.numbers), label=f"bead {index}")
+    check_merged_equals_unmerged(turbo, beads)
     assert turbo.stats.merges == 1
 
 
