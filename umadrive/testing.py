@@ -63,7 +63,8 @@ TOLERANCES: dict[str, Tolerance] = {
     "float64": Tolerance(energy_per_atom=1e-8, forces=1e-7, stress=1e-8),
     # float32 energies are noisy by ~1e-6 eV, so steps are larger; not much
     # larger, since UMA's max_neighbors cap makes the energy jump where a
-    # neighbour's rank changes (a few 1e-3 Å away in the fcc test crystals).
+    # neighbour's rank changes (a few 1e-3 Å away in small fcc crystals, closer
+    # in larger ones: there only float64 finite differences pass).
     "float32": Tolerance(energy_per_atom=1e-4, forces=1e-3, stress=1e-4,
                          displacement=1.5e-3, strain=5e-4),
     # float64 values compared with what an engine printed with 8 decimals (ASE's
@@ -201,7 +202,10 @@ def check_forces_finite_difference(predict: Predict, structure: Structure, *,
                                    step: float | None = None) -> CheckReport:
     """Forces of ``atoms`` (indices; default all) against -dE/dx by central
     differences with ``step`` Å (default: the tolerance row's ``displacement``).
-    Costs six single-structure calls per atom."""
+    Costs six single-structure calls per atom. In float32 only small systems
+    pass: the energy's rounding noise (~1e-6 eV) needs steps of ~1e-3 Å, and in
+    dense systems UMA's energy jumps within such a step where its
+    ``max_neighbors`` cap changes which neighbours count."""
     tol = tolerance(dtype)
     step = tol.displacement if step is None else step
     # Positions as the predictor holds them, so that the step divided by is the
@@ -232,7 +236,7 @@ def check_stress_finite_strain(predict: Predict, structure: Structure, *,
     """Stress against (1/V) dE/dε by central differences of symmetric strains ε
     of ``step`` (default: the tolerance row's ``strain``) applied to positions and
     cell; V = |det cell|, so a slab's stress is per volume of its cell, vacuum
-    included."""
+    included. In float32, as for forces, only small systems pass."""
     volume = abs(float(np.linalg.det(structure.cell)))
     if volume == 0:
         raise ValueError("check_stress_finite_strain needs a cell with a volume (three "
