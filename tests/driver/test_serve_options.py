@@ -14,7 +14,7 @@ import pytest
 
 from tests.reference import emt, sheared_copper, to_structure
 from umadrive.protocol import ForceServer, ProtocolError
-from umadrive.testing import tolerance
+from umadrive.testing import check_batch_equals_single
 
 TIMEOUT_S = 60
 
@@ -114,14 +114,8 @@ def test_uma_backend_batch_equals_one_by_one_calls(uma, tmp_path):
         moved = atoms.copy()
         moved.positions += rng.normal(0, 0.05, moved.positions.shape)
         structures.append(to_structure(moved))
-    together = backend.compute(structures)
-    tol = tolerance("float64")
-    for structure, got in zip(structures, together):
-        (alone,) = backend.compute([structure])
-        assert abs(got.energy - alone.energy) <= tol.energy_per_atom * len(atoms)
-        np.testing.assert_allclose(got.forces, alone.forces, rtol=0, atol=tol.forces)
-        np.testing.assert_allclose(got.stress, alone.stress, rtol=0, atol=tol.stress)
-    assert len({round(p.energy, 8) for p in together}) == len(structures)
+    check_batch_equals_single(backend.compute, structures, dtype="float64")
+    assert len({round(p.energy, 8) for p in backend.compute(structures)}) == len(structures)
 
 
 @pytest.mark.parametrize("options, message", [
