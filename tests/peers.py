@@ -37,6 +37,12 @@ def checkout_environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), path) if p)}
 
 
+def one_thread_env() -> dict[str, str]:
+    """This environment with one torch/OpenMP thread (test machines have few cores
+    shared by parallel tests; more threads only contend)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def console_script(name: str) -> str:
     """A console script of this environment (i-pi, lmp, mpiexec)."""
     return shutil.which(name) or str(Path(sys.executable).with_name(name))

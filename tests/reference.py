@@ -3,6 +3,8 @@ and the test structures."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import ase
 import numpy as np
 from ase.build import bulk, molecule
@@ -11,6 +13,12 @@ from ase.stress import voigt_6_to_full_3x3_stress
 
 from umadrive.crystals import cu3au
 from umadrive.structure import Prediction, Structure
+
+
+#: The committed test data (``tests/data/README.md`` says how it was made).
+DATA = Path(__file__).resolve().parent / "data"
+#: The tiny UMA 1.1 checkpoint the driver tests serve.
+UMA_S1P1 = DATA / "uma_s1p1.pt"
 
 
 def sheared_copper() -> ase.Atoms:
@@ -28,9 +36,8 @@ def sheared_copper() -> ase.Atoms:
 
 def sheared_cu3au(repeat: tuple[int, int, int], shear: tuple[float, float],
                   seed: int) -> ase.Atoms:
-    """L1_2 Cu3Au (:func:`umadrive.crystals.cu3au`) repeated ``repeat`` times, its cell
-    sheared to a general triclinic one (``shear`` Å added to cell[1, 0] and cell[2, 1]),
-    rattled."""
+    """:func:`umadrive.crystals.cu3au` of ``repeat`` cubic cells, its cell sheared to a
+    general triclinic one (``shear`` Å added to cell[1, 0] and cell[2, 1]), rattled."""
     atoms = cu3au(repeat)
     cell = atoms.cell.array.copy()
     cell[1, 0] += shear[0]
@@ -38,6 +45,16 @@ def sheared_cu3au(repeat: tuple[int, int, int], shear: tuple[float, float],
     atoms.set_cell(cell, scale_atoms=True)
     atoms.rattle(0.05, seed=seed)
     return atoms
+
+
+def cu3au_8() -> ase.Atoms:
+    """8 atoms of Cu3Au (L1_2) in a sheared, non-upper-triangular cell, rattled."""
+    return sheared_cu3au((2, 1, 1), shear=(0.4, -0.3), seed=4)
+
+
+def cu3au_32() -> ase.Atoms:
+    """32 atoms of Cu3Au (L1_2) in a sheared (triclinic) cell, rattled."""
+    return sheared_cu3au((2, 2, 2), shear=(0.5, -0.4), seed=7)
 
 
 def small_molecule() -> ase.Atoms:

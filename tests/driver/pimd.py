@@ -12,7 +12,7 @@ import ase.io
 import numpy as np
 from ase.units import Hartree
 
-from tests.reference import emt, sheared_cu3au
+from tests.reference import cu3au_32, emt
 from umadrive.ipi_input import IpiRun, ipi_input_xml
 from umadrive.testing import tolerance
 
@@ -21,15 +21,10 @@ STEPS = 3
 TOL = tolerance("printed")
 
 
-def pimd_alloy() -> ase.Atoms:
-    """32 atoms of L1_2 Cu3Au in a sheared (triclinic) cell, rattled."""
-    return sheared_cu3au((2, 2, 2), shear=(0.5, -0.4), seed=7)
-
-
 def pimd_input(folder: Path, **transport: object) -> str:
     """Writes the alloy to ``folder`` and returns the i-PI input for the PIMD run;
     ``transport`` are :class:`IpiRun` fields (``unix``, ``transport``, ``batch_size``)."""
-    ase.io.write(folder / "alloy.extxyz", pimd_alloy())
+    ase.io.write(folder / "alloy.extxyz", cu3au_32())
     run = IpiRun(structure="alloy.extxyz", ensemble="nvt", nbeads=NBEADS, steps=STEPS,
                  properties=("step", "bead_potentials"), trajectories=("positions", "forces"),
                  **transport)
@@ -41,7 +36,7 @@ def assert_every_bead_matches_emt(folder: Path) -> None:
     assert table.shape == (STEPS + 1, 1 + NBEADS)
     positions, forces = ([ase.io.read(folder / f"sim.{what}_{b}.extxyz", index=":")
                           for b in range(NBEADS)] for what in ("positions", "forces"))
-    symbols = pimd_alloy().get_chemical_symbols()
+    symbols = cu3au_32().get_chemical_symbols()
     for row, step in enumerate(table[:, 0]):
         frames = [frames[row] for frames in positions]
         assert all(a.get_chemical_symbols() == symbols for a in frames)

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 from ase.units import Hartree
 
-from tests.driver.uma_run import CHECKPOINT, float64_mode, one_thread_env, uma_alloy
+from tests.driver.uma_run import float64_mode
+from tests.peers import one_thread_env
+from tests.reference import UMA_S1P1, cu3au_8
 from umadrive.ipi_input import IpiRun, ipi_input_xml
 from umadrive.testing import tolerance
 
@@ -31,12 +33,12 @@ TOL = tolerance("float64")
 def run_pimd(processes, tmp_path, socket_name, *, connections: int, batch_size: int) -> list[dict]:
     """Runs i-PI and ``umadrive serve``; returns the driver's JSON log records."""
     structure = tmp_path / "alloy.extxyz"
-    ase.io.write(structure, uma_alloy())
+    ase.io.write(structure, cu3au_8())
     run = IpiRun(structure=structure.name, unix=socket_name, ensemble="nvt", nbeads=NBEADS,
                  batch_size=batch_size, steps=STEPS, temperature_k=600.0,
                  properties=("step", "bead_potentials"), trajectories=("positions",))
     ipi = processes.ipi(ipi_input_xml(run))
-    serve = processes.serve("--model", str(CHECKPOINT), "--task", "omat",
+    serve = processes.serve("--model", str(UMA_S1P1), "--task", "omat",
                             "--mode", str(float64_mode(tmp_path)), "--structure", str(structure),
                             "--unix", socket_name, "--connections", str(connections),
                             "--batch-window", "2000", "--log-every", "1",
@@ -48,13 +50,13 @@ def run_pimd(processes, tmp_path, socket_name, *, connections: int, batch_size: 
 
 def check_beads_against_direct_calls(tmp_path, test_env) -> None:
     trajectories = [str(tmp_path / f"sim.positions_{b}.extxyz") for b in range(NBEADS)]
-    subprocess.run([sys.executable, "-m", "tests.driver.direct_uma", str(CHECKPOINT), "omat",
+    subprocess.run([sys.executable, "-m", "tests.driver.direct_uma", str(UMA_S1P1), "omat",
                     str(tmp_path / "direct.json"), *trajectories], check=True, timeout=120,
                    env=test_env)
     direct = np.array(json.loads((tmp_path / "direct.json").read_text()))  # (bead, step) eV
     table = np.loadtxt(tmp_path / "sim.out", ndmin=2)
     assert table.shape == (STEPS + 1, 1 + NBEADS) and direct.shape == (NBEADS, STEPS + 1)
-    n_atoms = len(uma_alloy())
+    n_atoms = len(cu3au_8())
     for row in range(STEPS + 1):
         if row > 0:  # the beads have spread apart: answers in the wrong order would show
             assert len({round(e, 6) for e in direct[:, row]}) == NBEADS

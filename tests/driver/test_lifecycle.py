@@ -135,18 +135,19 @@ def test_persist_serves_runs_in_a_row_with_one_load_and_refuses_another_system(
     model is loaded once), then refuses a run of another atom count with a clear
     message and keeps waiting; SIGTERM ends it with status 0."""
     pytest.importorskip("torch")
-    from tests.driver.uma_run import CHECKPOINT, one_thread_env, uma_alloy
+    from tests.peers import one_thread_env
+    from tests.reference import UMA_S1P1, cu3au_8
 
     template = tmp_path / "alloy.extxyz"
-    ase.io.write(template, uma_alloy())
-    serve = processes.serve("--model", str(CHECKPOINT), "--task", "omat", "--structure",
+    ase.io.write(template, cu3au_8())
+    serve = processes.serve("--model", str(UMA_S1P1), "--task", "omat", "--structure",
                             str(template), "--unix", socket_name, "--persist",
                             "--log-json", str(tmp_path / "serve.jsonl"), env=one_thread_env())
     steps = 2
     for run_index in range(2):
         folder = tmp_path / f"run{run_index}"
         folder.mkdir()
-        ase.io.write(folder / "start.extxyz", uma_alloy())
+        ase.io.write(folder / "start.extxyz", cu3au_8())
         run = IpiRun(structure="start.extxyz", unix=socket_name, ensemble="nve", steps=steps,
                      properties=("step", "potential"))
         (folder / "input.xml").write_text(ipi_input_xml(run))
@@ -156,7 +157,7 @@ def test_persist_serves_runs_in_a_row_with_one_load_and_refuses_another_system(
         assert len(np.loadtxt(folder / "sim.out", ndmin=2)) == steps + 1
     other = tmp_path / "other"
     other.mkdir()
-    ase.io.write(other / "start.extxyz", uma_alloy().repeat((2, 1, 1)))
+    ase.io.write(other / "start.extxyz", cu3au_8().repeat((2, 1, 1)))
     (other / "input.xml").write_text(ipi_input_xml(IpiRun(
         structure="start.extxyz", unix=socket_name, ensemble="nve", steps=steps)))
     processes.start("ipi_other", [console_script("i-pi"), "input.xml"], cwd=other)

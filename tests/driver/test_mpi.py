@@ -15,9 +15,10 @@ import pytest
 
 from tests.driver.conftest import PEER_TIMEOUT_S
 from tests.driver.pimd import (
-    NBEADS, STEPS, pimd_alloy, assert_every_bead_matches_emt, pimd_input, requests_served,
+    NBEADS, STEPS, assert_every_bead_matches_emt, pimd_input, requests_served,
 )
 from tests.peers import Peers, console_script
+from tests.reference import cu3au_32
 from umadrive.driver.ranks import Rank, launcher_rank, rank_device
 from umadrive.commands.serve import configure, parse_address, serve_options
 
@@ -102,7 +103,7 @@ def test_mpiexec_fans_out_independent_drivers_that_name_their_device(
 def test_ranks_that_refuse_the_system_abort_the_job_instead_of_leaving_ipi_waiting(
         tmp_path, mpi_jobs):
     (tmp_path / "input.xml").write_text(pimd_input(tmp_path, transport="mpi"))
-    ase.io.write(tmp_path / "small.extxyz", pimd_alloy()[:4])
+    ase.io.write(tmp_path / "small.extxyz", cu3au_32()[:4])
     job = mpi_jobs.start("job", ["-disable-auto-cleanup", "-n", "1", IPI, "input.xml", ":",
                                  "-n", "2", sys.executable, "-m", "umadrive", "serve",
                                  "--model", "ase:emt", "--structure", "small.extxyz", "--mpi"])
@@ -136,7 +137,7 @@ def test_bad_work_is_refused_and_the_job_aborted_so_ipi_does_not_wait_forever(
     """The fake i-PI waits for RESULT like i-PI does; the job ends only because the
     driver aborts it (Hydra's clean-up of a failed rank is switched off)."""
     fake = str(Path(__file__).with_name("fake_ffmpi.py"))
-    ase.io.write(tmp_path / "alloy.extxyz", pimd_alloy())
+    ase.io.write(tmp_path / "alloy.extxyz", cu3au_32())
     job = mpi_jobs.start("job", ["-disable-auto-cleanup", "-n", "1", sys.executable, fake,
                                  str(nat), str(count), str(body_length), ":", "-n", "1", *SERVE,
                                  "--mpi", "--max-atoms", "1000"])
@@ -148,7 +149,7 @@ def test_bad_work_is_refused_and_the_job_aborted_so_ipi_does_not_wait_forever(
 
 
 def test_mpi_outside_an_mpmd_job_is_refused(tmp_path, processes):
-    ase.io.write(tmp_path / "alloy.extxyz", pimd_alloy())
+    ase.io.write(tmp_path / "alloy.extxyz", cu3au_32())
     serve = processes.serve("--mpi", "--model", "ase:emt", "--structure", "alloy.extxyz")
     assert processes.wait(serve) == 1
     assert "driver rank > 0 of an MPMD job" in (tmp_path / "serve.log").read_text()

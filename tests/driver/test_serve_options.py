@@ -19,7 +19,7 @@ from umadrive.cli import main
 from umadrive.driver import make_backend
 from umadrive.protocol import ForceServer, ProtocolError
 from umadrive.protocol.addresses import DEFAULT_PREFIX, Address
-from umadrive.testing import tolerance
+from umadrive.testing import check_batch_equals_single
 
 TIMEOUT_S = 60
 
@@ -105,27 +105,21 @@ def uma():
 
 
 def test_uma_backend_batch_equals_one_by_one_calls(uma, tmp_path):
-    from tests.driver.uma_run import CHECKPOINT, uma_alloy
+    from tests.reference import UMA_S1P1, cu3au_8
     from umadrive.driver.backends import UmaOptions, make_backend
 
     mode = tmp_path / "float64.json"
     mode.write_text(json.dumps({"base_precision_dtype": "float64"}))
-    atoms = uma_alloy()
-    backend = make_backend(str(CHECKPOINT), atoms, uma=UmaOptions(task="omat", mode=str(mode)))
+    atoms = cu3au_8()
+    backend = make_backend(str(UMA_S1P1), atoms, uma=UmaOptions(task="omat", mode=str(mode)))
     rng = np.random.default_rng(5)
     structures = [to_structure(atoms)]
     for _ in range(3):
         moved = atoms.copy()
         moved.positions += rng.normal(0, 0.05, moved.positions.shape)
         structures.append(to_structure(moved))
-    together = backend.compute(structures)
-    tol = tolerance("float64")
-    for structure, got in zip(structures, together):
-        (alone,) = backend.compute([structure])
-        assert abs(got.energy - alone.energy) <= tol.energy_per_atom * len(atoms)
-        np.testing.assert_allclose(got.forces, alone.forces, rtol=0, atol=tol.forces)
-        np.testing.assert_allclose(got.stress, alone.stress, rtol=0, atol=tol.stress)
-    assert len({round(p.energy, 8) for p in together}) == len(structures)
+    check_batch_equals_single(backend.compute, structures, dtype="float64")
+    assert len({round(p.energy, 8) for p in backend.compute(structures)}) == len(structures)
 
 
 @pytest.mark.parametrize("options, message", [
@@ -135,11 +129,11 @@ def test_uma_backend_batch_equals_one_by_one_calls(uma, tmp_path):
     ({"task": "omat", "device": "tpu"}, "--device 'tpu'"),
 ])
 def test_uma_backend_options_are_checked(uma, options, message):
-    from tests.driver.uma_run import CHECKPOINT, uma_alloy
+    from tests.reference import UMA_S1P1, cu3au_8
     from umadrive.driver.backends import UmaOptions, make_backend
 
     with pytest.raises(ValueError, match=message):
-        make_backend(str(CHECKPOINT), uma_alloy(), uma=UmaOptions(**options))
+        make_backend(str(UMA_S1P1), cu3au_8(), uma=UmaOptions(**options))
 
 
 @pytest.mark.parametrize("text, message", [

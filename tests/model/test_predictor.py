@@ -17,7 +17,9 @@ from umadrive.model.graph import RadiusGraph, vesin_graph
 from umadrive.model.predictor import InvalidSystemError
 from umadrive.model.settings import InferenceSettingsError
 from umadrive.structure import Structure
-from umadrive.testing import tolerance
+from umadrive.testing import check_batch_equals_single, check_merged_equals_unmerged, tolerance
+
+from tests.model.helpers import checkpoint_path
 
 F64 = torch.float64
 #: turbo without the CUDA-only settings and without inductor code generation (CI-sized)
@@ -25,8 +27,6 @@ TURBO_CPU = dict(activation_checkpointing=False, merge_mole=True, compile=True)
 
 
 def _unit(settings: dict, dtype=F64, name="s1p1", **kwargs):
-    from tests.model.conftest import checkpoint_path
-
     return get_predict_unit(checkpoint_path(name), inference_settings=InferenceSettings(
         base_precision_dtype=dtype, **settings), **kwargs)
 
@@ -149,13 +149,9 @@ def test_four_beads_in_one_batch_equal_four_single_calls(uma_cases):
     cases = {label: system for label, system, _ in uma_cases("s1p1")}
     beads = [_rattled(cases["triclinic_alloy"], 0.03, seed) for seed in range(4)]
     turbo = _unit(dict(activation_checkpointing=False, merge_mole=True))
-    batched = turbo.predict(beads)
+    check_batch_equals_single(turbo.predict, beads)
     assert turbo.stats.merges == 1 and turbo.stats.routed_calls == 0
-    default = _unit({})
-    for index, bead in enumerate(beads):
-        single = default.predict([bead])[0]
-        _assert_same(batched[index], single, len(bead.numbers), label=f"bead {index}")
-        _assert_same(turbo.predict([bead])[0], single, len(bead.numbers), label=f"bead {index}")
+    check_merged_equals_unmerged(turbo, beads)
     assert turbo.stats.merges == 1
 
 
@@ -268,8 +264,6 @@ def test_inductor_compile_on_a_tiny_model(uma_cases):
 
 
 def test_model_names_resolve_through_the_cache(tmp_path, monkeypatch):
-    from tests.model.conftest import checkpoint_path
-
     shutil.copy(checkpoint_path("s1p1"), tmp_path / "uma-s-1p1.pt")
     monkeypatch.setenv("UMADRIVE_CACHE", str(tmp_path))
     unit = get_predict_unit("uma-s-1p1")

@@ -89,15 +89,10 @@ def _settings(mode: str):
 
 
 def _units(model, device, modes):
-    """One predict unit per mode; their models share the parameter tensors."""
-    import copy
-
+    """One predict unit per mode; their models share the parameter storage."""
     from umadrive.model.predictor import PredictUnit
 
-    shared = {id(tensor): tensor for tensor in model.parameters()}
-    return {mode: PredictUnit(copy.deepcopy(model, memo=dict(shared)), device=device,
-                              settings=_settings(mode))
-            for mode in modes}
+    return {mode: PredictUnit(model, device=device, settings=_settings(mode)) for mode in modes}
 
 
 def time_modes(checkpoint: str, atoms: int, modes: list[str], repeats: int, device: str) -> list[dict]:

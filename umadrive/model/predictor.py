@@ -23,6 +23,7 @@ per :class:`System`. The unit applies every :class:`InferenceSettings` field:
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -127,6 +128,16 @@ class PredictStats:
 class PredictUnit:
     """A UMA model on one device with fixed inference settings.
 
+    The unit owns its model: ``unit.model`` is a private copy of the ``model``
+    given, made when the unit is built, that shares the weights' storage (no
+    memory for a second set of parameters) and nothing else. Everything the unit
+    changes (autograd flags, activation-checkpointing chunks, merged experts,
+    tables moved between devices) is changed on its copy, so the given model is
+    left as it was and any number of units, with any settings, may be built on
+    one model without affecting each other. In-place changes to the given
+    model's weights (training) do reach the units; build new units after them,
+    since merged experts are not merged again for the same system.
+
     graph_generator: builds the graph when ``settings.external_graph_gen`` is on
     and a call passes none (default :func:`~umadrive.model.graph.vesin_graph`).
     compile_backend: ``torch.compile``'s backend when ``settings.compile`` is on
@@ -141,11 +152,10 @@ class PredictUnit:
             raise InferenceSettingsError(
                 "a graph_generator was given but InferenceSettings.external_graph_gen=False; "
                 "set external_graph_gen=True to use it")
-        self.model = model
+        self.model = model = _private_copy(model)
         self.device = device
         self.settings = settings
         self.stats = PredictStats()
-        self.model.requires_grad_(False)
         self.model.backbone.set_checkpoint_chunk(
             CHECKPOINT_CHUNK_EDGES if settings.activation_checkpointing else None)
         if settings.external_graph_gen:
@@ -274,6 +284,14 @@ class PredictUnit:
         stats.systems += systems
         if self._rotation is not None:
             stats.wigner_captures = self._rotation.captures
+
+
+def _private_copy(model: UMA) -> UMA:
+    """A deep copy of ``model`` whose parameters share the original's storage but
+    are new tensors that require no gradient."""
+    shared = {id(parameter): torch.nn.Parameter(parameter.detach(), requires_grad=False)
+              for parameter in model.parameters()}
+    return copy.deepcopy(model, memo=shared)
 
 
 def _check_graph(graph: RadiusGraph, atoms: AtomsBatch) -> None:
