@@ -63,7 +63,11 @@ CASES = {
     "non-finite cell": (" ", with_inf_cell(), [], "non-finite cell"),
     "atom count differs from the template": (
         " ", posdata(positions=TEMPLATE.positions[:3] / Bohr), [],
-        "the request has 3 atoms, the template structure has 4"),
+        "nat=4 atoms, the template's count (give --structure the system the engine simulates, "
+        "atoms in the same order), received nat=3"),
+    "a claimed nat far beyond the template's": (
+        " ", posdata(nat=9_999_999, positions=np.zeros((0, 3))), [],
+        "nat=4 atoms, the template's count"),
     "bad batch_size in INIT": (" batch_size:0", b"", [], "batch_size in [1, 4096]"),
     "non-finite result from the backend": (
         " ", posdata(), ["--model", "ase:tests.driver.nan_calculator:NaNCalculator"],

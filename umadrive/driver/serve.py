@@ -189,7 +189,7 @@ def _serve_runs(args: argparse.Namespace, address: Address | None, backend: Back
     retry_s = _FIRST_RETRY_AFTER_FAILURE_S
     while True:
         try:
-            pool = open_pool(args, address, stop, serve_log)
+            pool = open_pool(args, address, stop, serve_log, expected_atoms=len(template))
         except (ProtocolError, OSError, ImportError) as error:  # ImportError: --mpi, no mpi4py
             log.error("%s", error)
             return 1

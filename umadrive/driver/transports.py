@@ -76,7 +76,7 @@ def choose_device(requested: str, rank: Rank | None) -> str:
 
 
 def open_pool(args: argparse.Namespace, address: Address | None, stop: StopSignal,
-              serve_log: ServeLog) -> RequestPool | None:
+              serve_log: ServeLog, *, expected_atoms: int | None = None) -> RequestPool | None:
     """The transport the flags ask for, connected: connections to the server at
     ``address`` (plain or shared memory), or this MPI rank of i-PI's job
     (``address`` None). Returns None if a stop signal came first; raises
@@ -93,6 +93,7 @@ def open_pool(args: argparse.Namespace, address: Address | None, stop: StopSigna
     from umadrive.driver.connections import ConnectionPool, open_connections
 
     connections = open_connections(address, args.connections, stop=stop, max_atoms=args.max_atoms,
+                                   expected_atoms=expected_atoms,
                                    timeout=None if args.persist else args.connect_timeout,
                                    shared_memory=args.shm)
     if connections is None:
