@@ -18,10 +18,10 @@ TIMEOUT_S = 30
 TEMPLATE = bulk("Cu", "fcc", a=3.6, cubic=True)  # 4 atoms
 
 
-def posdata(*, nat: int | None = None, positions=None, cell=None) -> bytes:
-    """POSDATA packed by hand (Bohr, lattice vectors as columns) + GETFORCE."""
-    h = (TEMPLATE.cell.array if cell is None else cell).T / Bohr
-    positions = TEMPLATE.positions / Bohr if positions is None else positions
+def posdata(*, nat: int | None = None, positions=None, cell=None, template=TEMPLATE) -> bytes:
+    """POSDATA packed by hand (Bohr, lattice vectors as columns; cell in Å) + GETFORCE."""
+    h = (template.cell.array if cell is None else cell).T / Bohr
+    positions = template.positions / Bohr if positions is None else positions
     nat = len(positions) if nat is None else nat
     return (b"POSDATA     " + struct.pack("=9d", *h.ravel()) + struct.pack("=9d", *np.zeros(9))
             + struct.pack("=i", nat) + np.asarray(positions, dtype="=f8").tobytes()
@@ -79,8 +79,22 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_is_refused_and_nothing_is_sent(processes, tmp_path, socket_name, test_env, case):
     init_text, bad, options, expected = CASES[case]
+    after, status, log = serve_fault(processes, tmp_path, socket_name, test_env, TEMPLATE,
+                                     init_text, bad, options, handshake="INIT" not in case)
+    assert after == b"", f"the driver answered bad input with {after[:60]!r}"
+    assert status == 1, log
+    assert "ERROR" in log and expected in log, log
+
+
+def serve_fault(processes, tmp_path, socket_name, test_env, template, init_text: str, bad: bytes,
+                options: list[str], *, handshake: bool = True) -> tuple[bytes, int, str]:
+    """Starts ``umadrive serve`` (``--model ase:emt`` unless ``options`` name one)
+    with ``template`` against a hand-written server at ``socket_name`` that sends
+    STATUS, INIT ``init_text``, STATUS (when ``handshake``), then ``bad`` and the
+    end of its stream. Returns what the driver sent after the handshake, its exit
+    status (bounded by the fixture's timeout) and its log."""
     structure = tmp_path / "template.extxyz"
-    ase.io.write(structure, TEMPLATE)
+    ase.io.write(structure, template)
     path = f"/tmp/ipi_{socket_name}"
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(path)
@@ -96,8 +110,8 @@ def test_bad_input_is_refused_and_nothing_is_sent(processes, tmp_path, socket_na
             conn.sendall(b"STATUS      ")
             assert conn.recv(12) == b"NEEDINIT    "
             conn.sendall(b"INIT        " + struct.pack("=ii", 0, len(init_text)) + init_text.encode())
-            conn.sendall(b"STATUS      " if "INIT" not in case else b"")
-            if "INIT" not in case:
+            if handshake:
+                conn.sendall(b"STATUS      ")
                 assert conn.recv(12) == b"READY       "
             conn.sendall(bad)
             conn.shutdown(socket.SHUT_WR)  # the payload ends here
@@ -106,7 +120,4 @@ def test_bad_input_is_refused_and_nothing_is_sent(processes, tmp_path, socket_na
     finally:
         listener.close()
         os.unlink(path)
-    log = (tmp_path / "serve.log").read_text()
-    assert after == b"", f"the driver answered bad input with {after[:60]!r}"
-    assert status == 1, log
-    assert "ERROR" in log and expected in log, log
+    return after, status, (tmp_path / "serve.log").read_text()
