@@ -109,7 +109,8 @@ def serve_fault(processes, tmp_path, socket_name, test_env, template, init_text:
         with conn:
             conn.sendall(b"STATUS      ")
             assert conn.recv(12) == b"NEEDINIT    "
-            conn.sendall(b"INIT        " + struct.pack("=ii", 0, len(init_text)) + init_text.encode())
+            raw = init_text.encode()
+            conn.sendall(b"INIT        " + struct.pack("=ii", 0, len(raw)) + raw)
             if handshake:
                 conn.sendall(b"STATUS      ")
                 assert conn.recv(12) == b"READY       "

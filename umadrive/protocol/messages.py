@@ -164,7 +164,10 @@ def encode_init(rid: int, text: str) -> bytes:
 def read_init(channel: Channel) -> InitInfo:
     """The payload after an INIT header. The length counts bytes; bytes that are
     not UTF-8 become U+FFFD and never make the reader take more (or fewer) bytes
-    than the length says, so the next header is read where it starts."""
+    than the length says, so the next header is read where it starts. (i-PI
+    counts characters: the same for its ASCII parameter strings; were one not
+    ASCII, the bytes left over would make the next header unknown, a
+    :class:`ProtocolError`, never a wait.)"""
     rid = channel.read_int32("the INIT request id")
     length = channel.read_count(
         "the INIT string length", MAX_INIT_BYTES, "an INIT string is a few parameters"
