@@ -108,7 +108,8 @@ class Hyperparameters:
 
 def tasks_config(element_energies: dict[str, float], rmsd: float) -> list[dict]:
     """omat energy/forces/stress tasks in umadrive's plain task layout: one shared
-    rmsd (as UMA's releases), zero means, the fitted element references."""
+    rmsd (as UMA's releases), zero means, the fitted element references, and the
+    elements trained on (umadrive refuses others; see umadrive.model.domain)."""
     references = torch.zeros(101, dtype=torch.float64)
     for symbol, energy in element_energies.items():
         references[atomic_numbers[symbol]] = energy
@@ -121,6 +122,7 @@ def tasks_config(element_energies: dict[str, float], rmsd: float) -> list[dict]:
             "datasets": [TASK],
             "normalizer": {"mean": 0.0, "rmsd": rmsd},
             "element_references": references.clone() if prop == "energy" else None,
+            "elements": list(make_demo_data.ELEMENTS),
         })
     return tasks
 
@@ -289,8 +291,9 @@ def write_card(metrics: dict, path: Path) -> None:
         "elements below, so that umadrive can run a real simulation offline, out of the box.",
         "Do not use its numbers for science; use a released UMA checkpoint for that.",
         "",
-        f"- Elements: {', '.join(m['elements'])} (pure, and alloys of 2-3 of them). Any other",
-        "  element gives meaningless answers.",
+        f"- Elements: {', '.join(m['elements'])} (pure, and alloys of 2-3 of them). The",
+        "  checkpoint declares them (`\"elements\"` in its task configs): umadrive refuses",
+        "  structures with any other element, naming it, since the answers would be meaningless.",
         f"- Task: `{TASK}` only, charge 0 and spin 0 (the only values it was trained on).",
         "- Architecture: umadrive's own UMA 1.1 (eSCN-MD + mixture of linear experts),",
         "  loaded like an official checkpoint: `get_predict_unit(\"demo\")`.",

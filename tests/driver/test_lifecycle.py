@@ -161,8 +161,9 @@ def test_persist_serves_runs_in_a_row_with_one_load_and_refuses_another_system(
     (other / "input.xml").write_text(ipi_input_xml(IpiRun(
         structure="start.extxyz", unix=socket_name, ensemble="nve", steps=steps)))
     processes.start("ipi_other", [console_script("i-pi"), "input.xml"], cwd=other)
-    wait_for_text(tmp_path / "serve.log", "the request has 16 atoms, the template structure "
-                                          "has 8", processes)
+    wait_for_text(tmp_path / "serve.log", "nat=8 atoms, the template's count (give --structure "
+                  "the system the engine simulates, atoms in the same order), received nat=16",
+                  processes)
     assert serve.poll() is None  # refused, and waiting for the next run
     serve.send_signal(signal.SIGTERM)
     assert processes.wait(serve) == 0, processes.logs()

@@ -263,10 +263,13 @@ def test_edge_vectors_carry_gradients_to_positions_and_cell():
         (lambda a: a.update(max_neighbors=-1), r"max_neighbors must be an int >= 0 \(0: no limit\), got -1"),
         (lambda a: a.update(version=3), r"version must be one of \[1, 2\], got 3"),
         (lambda a: a.update(cell=a["cell"] * torch.tensor([1.0, 0.0, 1.0]).view(1, 3, 1)),
-         r"periodic along cell row 1, but that row is zero .* set pbc False"),
-        (lambda a: a.update(cell=a["cell"][:, [0, 0, 2]]), "linearly dependent"),
+         r"system 0: the cell is periodic along lattice vector 1, but that vector is zero .* "
+         r"make that direction non-periodic"),
+        (lambda a: a.update(cell=a["cell"][:, [0, 0, 2]]),
+         r"system 0: the cell is singular \(its periodic lattice vectors are linearly dependent\)"),
         (lambda a: a.update(cell=a["cell"] * torch.tensor([1.0, 1.0, 0.01]).view(1, 3, 1)),
-         r"planes along cell row 2 are only 0.072 Å apart, so a 6.0 Å cutoff needs 84 periodic images"),
+         r"heights \(plane spacings\) .*, 0.072 Å .* a 6 Å cutoff needs 84 periodic images each "
+         r"way along direction 2 .* limits 50 each way"),
     ],
 )
 def test_bad_input_is_refused(change, message):

@@ -268,3 +268,24 @@ def test_model_names_resolve_through_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("UMADRIVE_CACHE", str(tmp_path))
     unit = get_predict_unit("uma-s-1p1")
     assert unit.model.cutoff == 6.0
+
+
+@pytest.mark.parametrize(("cell", "message"), [
+    (np.diag([7.2, 7.2, 0.0005292]),
+     r"system 0: the cell is too thin .* heights \(plane spacings\) 7.2, 7.2, 0.0005292 Å .* a 6 Å "
+     r"cutoff needs 11338 periodic images each way along direction 2 .* limits 50 each way"),
+    (np.array([[7.2, 0, 0], [0, 7.2, 0], [7.2, 0, 0]]), r"system 0: the cell is singular"),
+], ids=["near-singular", "singular"])
+def test_a_bad_cell_is_refused_before_the_graph_is_built(uma_unit, cell, message):
+    """The issue's cell (0.001 Bohr thick) would need ~10^9 source images in graph
+    generation; the predictor refuses it naming the cell, as the driver does."""
+    from ase.build import bulk
+
+    from umadrive.model.graph import GraphInputError
+
+    copper = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    system = System(numbers=copper.numbers,
+                    structure=Structure(positions=copper.positions, cell=cell, pbc=np.ones(3, bool)),
+                    task="omat", charge=0, spin=0)
+    with pytest.raises(GraphInputError, match=message):
+        uma_unit("s1p1").predict([system])

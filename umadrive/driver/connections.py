@@ -191,9 +191,11 @@ def _promised_exit(connection: DriverConnection) -> bool:
 
 
 def open_connections(address: Address, count: int, *, stop: StopFlag, timeout: float | None,
-                     max_atoms: int, shared_memory: bool = False) -> list[DriverConnection] | None:
+                     max_atoms: int, expected_atoms: int | None = None,
+                     shared_memory: bool = False) -> list[DriverConnection] | None:
     """``count`` connections to the server at ``address`` (with
-    ``shared_memory``, i-PI's ``<ffsocket mode='shm'>`` at a unix ``address``).
+    ``shared_memory``, i-PI's ``<ffsocket mode='shm'>`` at a unix ``address``);
+    ``expected_atoms``: the only atom count a request may have.
     Retries while nothing listens there, with intervals doubling from 0.1 s to
     2 s, for up to ``timeout`` seconds (None: until a stop signal). Returns None
     when a stop signal arrived; raises :class:`ProtocolError` when the time is up.
@@ -213,7 +215,8 @@ def open_connections(address: Address, count: int, *, stop: StopFlag, timeout: f
         connections: list[DriverConnection] = []
         try:
             for _ in range(count):
-                connections.append(connect_one(**where, timeout=0, max_atoms=max_atoms))
+                connections.append(connect_one(**where, timeout=0, max_atoms=max_atoms,
+                                               expected_atoms=expected_atoms))
                 if count > 1:
                     _answer_first_status(connections[-1])
             return connections

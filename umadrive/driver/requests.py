@@ -5,6 +5,7 @@ from __future__ import annotations
 import ase
 import numpy as np
 
+from umadrive.cell import REFERENCE_CUTOFF, CellError, check_cell
 from umadrive.structure import Structure
 
 
@@ -16,8 +17,10 @@ class RequestError(ValueError):
 def check_structure(structure: Structure, template: ase.Atoms) -> Structure:
     """Returns ``structure`` with the periodicity the template allows (a direction
     is periodic when the template says so and the request's lattice vector is not
-    zero). Raises :class:`RequestError` for another atom count or non-finite
-    positions or cell."""
+    zero). Raises :class:`RequestError` for another atom count, non-finite
+    positions or cell, or a cell :func:`~umadrive.cell.check_cell` refuses for a
+    :data:`~umadrive.cell.REFERENCE_CUTOFF` neighbour search (singular, or too
+    thin: any backend would compute for ever)."""
     expected = len(template)
     if structure.n_atoms != expected:
         raise RequestError(
@@ -32,8 +35,9 @@ def check_structure(structure: Structure, template: ase.Atoms) -> Structure:
                 f"non-finite {name} in the request (row {row}: {values[row].tolist()} {unit}); "
                 "expected finite values: the simulation has blown up upstream"
             )
-    return Structure(
-        positions=structure.positions,
-        cell=structure.cell,
-        pbc=np.asarray(structure.pbc) & np.asarray(template.pbc, dtype=bool),
-    )
+    pbc = np.asarray(structure.pbc) & np.asarray(template.pbc, dtype=bool)
+    try:
+        check_cell(structure.cell, pbc, REFERENCE_CUTOFF)
+    except CellError as error:
+        raise RequestError(f"{error}") from None
+    return Structure(positions=structure.positions, cell=structure.cell, pbc=pbc)

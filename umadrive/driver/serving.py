@@ -99,7 +99,7 @@ def _serve_runs(backend: Backend, template: ase.Atoms, address: Address | None,
     retry_s = _FIRST_RETRY_AFTER_FAILURE_S
     while True:
         try:
-            pool = open_pool(options, address, stop, serve_log)
+            pool = open_pool(options, address, stop, serve_log, expected_atoms=len(template))
         except (ProtocolError, OSError, ImportError) as error:  # ImportError: mpi, no mpi4py
             log.error("%s", error)
             return 1

@@ -38,7 +38,7 @@ def choose_device(requested: str, rank: Rank | None) -> str:
 
 
 def open_pool(options: ServeOptions, address: Address | None, stop: StopFlag,
-              serve_log: ServeLog) -> RequestPool | None:
+              serve_log: ServeLog, *, expected_atoms: int | None = None) -> RequestPool | None:
     """The transport ``options`` ask for, connected: connections to the server at
     ``address`` (plain or shared memory), or this MPI rank of i-PI's job
     (``address`` None). Returns None if a stop came first; raises
@@ -56,7 +56,7 @@ def open_pool(options: ServeOptions, address: Address | None, stop: StopFlag,
 
     shm = options.transport == "shm"
     connections = open_connections(address, options.connections, stop=stop,
-                                   max_atoms=options.max_atoms,
+                                   max_atoms=options.max_atoms, expected_atoms=expected_atoms,
                                    timeout=None if options.persist else options.connect_timeout_s,
                                    shared_memory=shm)
     if connections is None:

@@ -33,17 +33,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from umadrive.cell import CellError, check_cell
+
 DEGENERACY_TOLERANCE = 0.01
 """Å²: the non-strict max_neighbors rule keeps ``d² <= d²_(k+1) + this``."""
 
 _LOWER_BOUND = {1: 1e-4, 2: 0.0}  # Å², per generator version
 _BINS_PER_CUTOFF = 2  # bin edge cutoff/2, search ±2 bins
 _CANDIDATE_CHUNK = 1 << 21  # candidate pairs materialised at once
-_MAX_IMAGES_PER_DIRECTION = 50  # beyond this the cell is almost surely wrong
 
 
 class GraphInputError(ValueError):
-    """Inputs that cannot be turned into a radius graph."""
+    """Inputs that cannot be turned into a radius graph (including a cell
+    :func:`umadrive.cell.check_cell` refuses)."""
 
 
 @dataclass
@@ -206,46 +208,18 @@ def _lattices(cell: torch.Tensor, pbc: torch.Tensor, cutoff: float) -> tuple[np.
 
     Periodic rows are the cell's; non-periodic rows are replaced by unit vectors
     completing them to a basis (offsets along those rows are always 0, so their
-    value only serves to express positions in fractional coordinates).
+    value only serves to express positions in fractional coordinates). Each
+    cell passes :func:`umadrive.cell.check_cell` first.
     """
-    cells = cell.cpu().double().numpy()
-    periodic = pbc.cpu().numpy()
-    lattices = np.empty_like(cells)
-    for system, (rows, flags) in enumerate(zip(cells, periodic)):
-        lattice = rows.copy()
-        scale = max(float(np.abs(rows[flags]).max(initial=0.0)), 1.0)
-        for direction in np.flatnonzero(flags):
-            if np.linalg.norm(rows[direction]) < 1e-8 * scale:
-                raise GraphInputError(
-                    f"system {system} is periodic along cell row {direction}, but that "
-                    f"row is zero ({rows[direction].tolist()} Å); give the lattice "
-                    "vector or set pbc False for that direction"
-                )
-        # Complete with an orthonormal basis of the orthogonal complement.
-        periodic_rows = rows[flags]
-        _, _, vt = np.linalg.svd(periodic_rows if len(periodic_rows) else np.zeros((1, 3)))
-        complement = iter(vt[len(periodic_rows):])
-        for direction in np.flatnonzero(~flags):
-            lattice[direction] = next(complement)
-        volume = abs(np.linalg.det(lattice))
-        if volume < 1e-8 * np.prod(np.linalg.norm(lattice, axis=1)):
-            raise GraphInputError(
-                f"system {system}: the periodic cell rows {periodic_rows.tolist()} Å "
-                "are linearly dependent; give independent lattice vectors"
-            )
-        lattices[system] = lattice
-    # Rows of L times columns of inv(L) give the identity: the columns are the
-    # reciprocal vectors (without 2π), whose norms are 1 / plane spacing.
-    reach = cutoff * np.linalg.norm(np.linalg.inv(lattices), axis=1) * periodic
-    if reach.size and reach.max() > _MAX_IMAGES_PER_DIRECTION:
-        system, direction = np.unravel_index(np.argmax(reach), reach.shape)
-        raise GraphInputError(
-            f"system {system}: lattice planes along cell row {direction} are only "
-            f"{cutoff / reach[system, direction]:.3g} Å apart, so a {cutoff} Å cutoff "
-            f"needs {int(np.ceil(reach[system, direction]))} periodic images each way "
-            f"(limit {_MAX_IMAGES_PER_DIRECTION}); check the cell (units: Å)"
-        )
-    return lattices, reach
+    lattices, reaches = [], []
+    for system, (rows, flags) in enumerate(zip(cell.cpu().double().numpy(), pbc.cpu().numpy())):
+        try:
+            geometry = check_cell(rows, flags, cutoff)
+        except CellError as error:
+            raise GraphInputError(f"system {system}: {error}") from error
+        lattices.append(geometry.lattice)
+        reaches.append(geometry.reach)
+    return np.array(lattices).reshape(-1, 3, 3), np.array(reaches).reshape(-1, 3)
 
 
 def _system_starts(batch: torch.Tensor, n_systems: int) -> torch.Tensor:

@@ -32,10 +32,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from ase.data import chemical_symbols
 
 from umadrive.model.checkpoint import load_checkpoint
 from umadrive.model.cuda_modes import GraphedRotation, tf32_matmuls
 from umadrive.model.escn import CHARGE_OFFSET, CHARGE_ROWS, SPIN_OFFSET, SPIN_ROWS
+from umadrive.model.domain import ElementDomain
 from umadrive.model.graph import RadiusGraph, radius_graph, vesin_graph
 from umadrive.model.merge import ExpertMerger, common_key
 from umadrive.model.names import resolve_model
@@ -57,7 +59,8 @@ SPIN_RANGE = (-SPIN_OFFSET, SPIN_ROWS - 1 - SPIN_OFFSET)
 
 
 class InvalidSystemError(ValueError):
-    """A system the model cannot evaluate (unknown task, element, charge or spin)."""
+    """A system the model cannot evaluate (unknown task, element, charge or spin,
+    or an element outside the elements the model declares it was trained on)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,13 @@ def _check_system(index: int, system: System, unit: "PredictUnit") -> None:
     if system.task not in unit.datasets:
         raise InvalidSystemError(f"{where}: task {system.task!r} is not one of this model's "
                                  f"tasks {list(unit.datasets)}")
+    outside = unit.element_domain.outside(numbers, system.task)
+    if outside:
+        raise InvalidSystemError(
+            f"{where}: elements {', '.join(chemical_symbols[z] for z in outside)} are outside "
+            f"the elements this model was trained on for task {system.task!r} "
+            f"({unit.element_domain.describe(system.task)}); its answers there would be "
+            "meaningless: use a model trained on them (e.g. a released UMA checkpoint)")
     for name, value, (low, high) in (("charge", system.charge, CHARGE_RANGE),
                                      ("spin", system.spin, SPIN_RANGE)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -143,11 +153,14 @@ class PredictUnit:
     compile_backend: ``torch.compile``'s backend when ``settings.compile`` is on
     ("inductor"; "aot_eager" traces forward and backward without generating code,
     for debugging and quick tests).
+    element_domain: the elements the model declares it was trained on, per task
+    (default: no restriction); systems with others are refused.
     """
 
     def __init__(self, model: UMA, *, device: torch.device, settings: InferenceSettings,
                  graph_generator: GraphGenerator | None = None,
-                 compile_backend: str | Callable = "inductor") -> None:
+                 compile_backend: str | Callable = "inductor",
+                 element_domain: ElementDomain | None = None) -> None:
         if graph_generator is not None and not settings.external_graph_gen:
             raise InferenceSettingsError(
                 "a graph_generator was given but InferenceSettings.external_graph_gen=False; "
@@ -155,6 +168,7 @@ class PredictUnit:
         self.model = model = _private_copy(model)
         self.device = device
         self.settings = settings
+        self.element_domain = element_domain or ElementDomain()
         self.stats = PredictStats()
         self.model.backbone.set_checkpoint_chunk(
             CHECKPOINT_CHUNK_EDGES if settings.activation_checkpointing else None)
@@ -328,10 +342,14 @@ def get_predict_unit(model: str | os.PathLike, device: str | torch.device = "cpu
     graph_generator: with ``external_graph_gen``, the function that builds graphs
         (default :func:`~umadrive.model.graph.vesin_graph`).
     compile_backend: ``torch.compile``'s backend with ``compile`` (see :class:`PredictUnit`).
+
+    A checkpoint may declare the elements each task was trained on (see
+    :mod:`umadrive.model.domain`); systems with other elements are refused.
     """
     settings = resolve_settings(inference_settings)
     device = torch.device(device)
     checkpoint = load_checkpoint(resolve_model(model))
     uma = UMA.from_checkpoint(checkpoint, dtype=settings.base_precision_dtype, device=device)
     return PredictUnit(uma, device=device, settings=settings, graph_generator=graph_generator,
-                       compile_backend=compile_backend)
+                       compile_backend=compile_backend,
+                       element_domain=ElementDomain.from_tasks(checkpoint.tasks_config))

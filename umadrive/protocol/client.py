@@ -40,13 +40,22 @@ class Request:
 
 
 class DriverConnection:
-    """One connection to a server. Use :func:`connect` to open it."""
+    """One connection to a server. Use :func:`connect` to open it.
 
-    def __init__(self, channel: msg.Channel, *, max_atoms: int = msg.DEFAULT_MAX_ATOMS) -> None:
+    max_atoms: caps the atoms a POSDATA may announce (nat times the batch size).
+    expected_atoms: the atom count every request must have (the template's);
+        another ``nat`` is refused before its positions are read.
+    """
+
+    def __init__(self, channel: msg.Channel, *, max_atoms: int = msg.DEFAULT_MAX_ATOMS,
+                 expected_atoms: int | None = None) -> None:
         if max_atoms < 1:
             raise ValueError(f"max_atoms={max_atoms} must be at least 1")
+        if expected_atoms is not None and expected_atoms < 1:
+            raise ValueError(f"expected_atoms={expected_atoms} must be at least 1 (or None)")
         self._channel = channel
         self._max_atoms = max_atoms
+        self._expected_atoms = expected_atoms
         self._state = _NEEDINIT
         self._init: InitInfo | None = None
         self._request: Request | None = None
@@ -155,7 +164,8 @@ class DriverConnection:
     def _receive_structures(self, batch_size: int) -> list[msg.WireStructure]:
         """The structures of a POSDATA whose header was just read. Transports
         that keep the arrays elsewhere (shared memory) override this."""
-        return msg.read_posdata(self._channel, batch_size=batch_size, max_atoms=self._max_atoms)
+        return msg.read_posdata(self._channel, batch_size=batch_size, max_atoms=self._max_atoms,
+                                expected_atoms=self._expected_atoms)
 
     def _encode_reply(self, results: list[msg.WireResult], *, batched: bool) -> bytes:
         """The FORCEREADY message for ``results``; overridden like
@@ -227,10 +237,13 @@ def connect(
     port: int | None = None,
     timeout: float = 60.0,
     max_atoms: int = msg.DEFAULT_MAX_ATOMS,
+    expected_atoms: int | None = None,
 ) -> DriverConnection:
     """Connects to the server at ``prefix + unix`` or ``host:port``, retrying for
     up to ``timeout`` seconds while it is not listening yet. ``max_atoms`` caps
-    the ``nat`` a POSDATA may announce (times the batch size)."""
+    the ``nat`` a POSDATA may announce (times the batch size); ``expected_atoms``,
+    when given, is the only ``nat`` accepted."""
     address = resolve_address(unix=unix, prefix=prefix, host=host, port=port)
     sock = connect_with_retry(address, timeout)
-    return DriverConnection(msg.Channel(sock, f"server {address}"), max_atoms=max_atoms)
+    return DriverConnection(msg.Channel(sock, f"server {address}"), max_atoms=max_atoms,
+                            expected_atoms=expected_atoms)

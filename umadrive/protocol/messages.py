@@ -154,23 +154,25 @@ def parse_batch_size(text: str, peer: str) -> int:
 
 
 def encode_init(rid: int, text: str) -> bytes:
-    """INIT with the length counted in characters, as i-PI sends it."""
-    return INIT + np.int32(rid).tobytes() + np.int32(len(text)).tobytes() + text.encode("utf-8")
+    """INIT with the length counted in bytes of the UTF-8 text (i-PI counts
+    characters: the same for the ASCII parameter strings it sends)."""
+    raw = text.encode("utf-8")
+    return INIT + np.int32(rid).tobytes() + np.int32(len(raw)).tobytes() + raw
 
 
 def read_init(channel: Channel) -> InitInfo:
-    """The payload after an INIT header."""
+    """The payload after an INIT header. The length counts bytes; bytes that are
+    not UTF-8 become U+FFFD and never make the reader take more (or fewer) bytes
+    than the length says, so the next header is read where it starts. (i-PI
+    counts characters: the same for its ASCII parameter strings; were one not
+    ASCII, the bytes left over would make the next header unknown, a
+    :class:`ProtocolError`, never a wait.)"""
     rid = channel.read_int32("the INIT request id")
     length = channel.read_count(
         "the INIT string length", MAX_INIT_BYTES, "an INIT string is a few parameters"
     )
     raw = bytes(channel.read_exact(length, "the INIT string"))
-    # i-PI counts characters, not bytes: read on while a multi-byte character is cut.
-    text = raw.decode("utf-8", errors="ignore")
-    while len(text) < length and len(raw) < 4 * length:
-        raw += bytes(channel.read_exact(1, "the rest of the INIT string"))
-        text = raw.decode("utf-8", errors="ignore")
-    text = text.replace("\x00", "")
+    text = raw.decode("utf-8", errors="replace").replace("\x00", "")
     return InitInfo(rid=rid, text=text, batch_size=parse_batch_size(text, channel.peer))
 
 
@@ -198,23 +200,38 @@ def encode_posdata(structures: list[tuple[np.ndarray, np.ndarray, np.ndarray]], 
     return POSDATA + nat + cells + b"".join(p.tobytes() for _, _, p in structures)
 
 
-def read_posdata(channel: Channel, *, batch_size: int, max_atoms: int) -> list[WireStructure]:
+def read_posdata(channel: Channel, *, batch_size: int, max_atoms: int,
+                 expected_atoms: int | None = None) -> list[WireStructure]:
     """The payload after a POSDATA header: ``batch_size`` structures in the
     batched layout when ``batch_size > 1``, else one in the plain layout.
-    ``nat * batch_size`` is capped by ``max_atoms`` before anything is allocated."""
-    fix = "raise --max-atoms if the system really is that large"
+    ``nat * batch_size`` is capped by ``max_atoms``, and ``nat`` must equal
+    ``expected_atoms`` when given, before anything is allocated for the positions."""
     if batch_size == 1:
         cells = channel.read_float64(18, "POSDATA cell").reshape(2, 3, 3)
-        nat = channel.read_count("POSDATA atom count nat", max_atoms, fix)
+        nat = read_atom_count(channel, "POSDATA atom count nat", max_atoms, expected_atoms)
         positions = channel.read_float64(3 * nat, f"POSDATA positions of {nat} atoms")
         return [WireStructure(h=cells[0], positions=positions.reshape(nat, 3))]
-    nat = channel.read_count("batched POSDATA atom count nat", max_atoms // batch_size, fix
-                             + f" (the batch holds {batch_size} structures)")
+    nat = read_atom_count(channel, "batched POSDATA atom count nat", max_atoms // batch_size,
+                          expected_atoms, f" (the batch holds {batch_size} structures)")
     cells = channel.read_float64(18 * batch_size, "batched POSDATA cells").reshape(batch_size, 2, 3, 3)
     positions = channel.read_float64(
         3 * nat * batch_size, f"batched POSDATA positions of {batch_size}x{nat} atoms"
     ).reshape(batch_size, nat, 3)
     return [WireStructure(h=cells[i, 0], positions=positions[i]) for i in range(batch_size)]
+
+
+def read_atom_count(channel: Channel, what: str, limit: int, expected: int | None,
+                    context: str = "") -> int:
+    """An atom count ``nat`` in ``[0, limit]`` that equals ``expected`` (the
+    template's atom count) when given; refused before any payload is read."""
+    nat = channel.read_count(what, limit, "raise --max-atoms if the system really is that large"
+                             + context)
+    if expected is not None and nat != expected:
+        raise ProtocolError(
+            channel.peer, f"{what}: nat={expected} atoms, the template's count (give --structure "
+            "the system the engine simulates, atoms in the same order)", f"nat={nat}",
+        )
+    return nat
 
 
 # ---------------------------------------------------------------- FORCEREADY

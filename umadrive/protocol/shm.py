@@ -66,18 +66,18 @@ class SharedMemoryConnection(DriverConnection):
     """A :class:`DriverConnection` whose positions and results travel through
     i-PI's shared-memory segments. Use :func:`connect_shm` to open it."""
 
-    def __init__(self, channel: msg.Channel, *, max_atoms: int = msg.DEFAULT_MAX_ATOMS) -> None:
-        super().__init__(channel, max_atoms=max_atoms)
+    def __init__(self, channel: msg.Channel, *, max_atoms: int = msg.DEFAULT_MAX_ATOMS,
+                 expected_atoms: int | None = None) -> None:
+        super().__init__(channel, max_atoms=max_atoms, expected_atoms=expected_atoms)
         self._segments: list[SharedMemory] = []
         self._views: dict[str, np.ndarray] = {}
         self._nat: int | None = None
 
     def _receive_structures(self, batch_size: int) -> list[msg.WireStructure]:
         channel = self._channel
-        nat = channel.read_count(
-            "shared-memory POSDATA atom count nat", self._max_atoms // batch_size,
-            f"raise --max-atoms if the system really is that large (batches of {batch_size})",
-        )
+        nat = msg.read_atom_count(channel, "shared-memory POSDATA atom count nat",
+                                  self._max_atoms // batch_size, self._expected_atoms,
+                                  f" (batches of {batch_size})")
         if self._nat is None:
             self._attach_segments(batch_size, nat)
         elif nat != self._nat:
@@ -152,11 +152,13 @@ def connect_shm(
     prefix: str = DEFAULT_PREFIX,
     timeout: float = 60.0,
     max_atoms: int = msg.DEFAULT_MAX_ATOMS,
+    expected_atoms: int | None = None,
 ) -> SharedMemoryConnection:
     """Connects to i-PI's ``<ffsocket mode="shm">`` at the unix socket ``prefix +
     unix`` (the control channel), retrying for up to ``timeout`` seconds.
-    ``max_atoms`` caps the ``nat`` POSDATA announces (times the batch size)."""
+    ``max_atoms`` caps the ``nat`` POSDATA announces (times the batch size);
+    ``expected_atoms``, when given, is the only ``nat`` accepted."""
     address = resolve_address(unix=unix, prefix=prefix, host=None, port=None)
     sock = connect_with_retry(address, timeout)
     return SharedMemoryConnection(msg.Channel(sock, f"server {address} (shared memory)"),
-                                  max_atoms=max_atoms)
+                                  max_atoms=max_atoms, expected_atoms=expected_atoms)
