@@ -150,7 +150,7 @@ class PredictUnit:
             self.graph_generator = graph_generator or vesin_graph
         else:
             self.graph_generator = radius_graph
-        self._merger = ExpertMerger(model.backbone) if settings.merge_mole else None
+        self._merger = ExpertMerger(model) if settings.merge_mole else None
         self._message_passing = (
             torch.compile(model.backbone.message_passing, dynamic=True, backend=compile_backend)
             if settings.compile else None)
