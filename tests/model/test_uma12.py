@@ -209,11 +209,11 @@ def test_balanced_channels_sum_to_charge_and_spin(uma_unit, uma_cases):
     sums = []
 
     def record(module, inputs, output):
-        balanced = backbone.balance_channels(output, atoms.batch, targets, natoms)
+        balanced = backbone.balance_channels(output, atoms.batch, targets)
         sums.append(torch.zeros(2, 5, dtype=F64).index_add(0, atoms.batch, balanced[:, 0, :5]))
 
-    targets = torch.stack((atoms.charge, atoms.spin - 1), dim=1).to(F64)
-    natoms = torch.bincount(atoms.batch).to(F64)
+    targets = torch.stack((atoms.charge, atoms.spin - 1, torch.bincount(atoms.batch)),
+                          dim=1).to(F64)
     handles = [block.register_forward_hook(record) for block in backbone.blocks]
     try:
         vectors = edge_vectors(atoms.positions, atoms.cell, atoms.batch, graph)

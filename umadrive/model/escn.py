@@ -215,7 +215,8 @@ class ESCNMDBackbone(nn.Module):
                                     tuple(edge_counts.tolist()))
         targets = None
         if self.balances_channels:
-            targets = torch.stack((inputs.charge, inputs.spin - 1), dim=1).to(system.dtype)
+            natoms = torch.bincount(inputs.batch, minlength=system.shape[0])
+            targets = torch.stack((inputs.charge, inputs.spin - 1, natoms), dim=1).to(system.dtype)
         run = message_passing or self.message_passing
         return run(inputs.numbers, inputs.batch, inputs.edge_index, inputs.edge_vectors,
                    system, routing, wigner, targets)
@@ -225,11 +226,13 @@ class ESCNMDBackbone(nn.Module):
         """Whether charge or spin balanced channels are configured (UMA 1.2+)."""
         return self.config.charge_channels[1] > 0 or self.config.spin_channels[1] > 0
 
-    def balance_channels(self, x: torch.Tensor, batch: torch.Tensor, targets: torch.Tensor,
-                         natoms: torch.Tensor) -> torch.Tensor:
+    def balance_channels(self, x: torch.Tensor, batch: torch.Tensor,
+                         targets: torch.Tensor) -> torch.Tensor:
         """Shift the balanced l = 0 channels of each system by a constant so that their
         sum over the system's atoms is the total charge (targets[:, 0]) or spin - 1
-        (targets[:, 1]). x: (N, (lmax+1)**2, C); targets: (B, 2); natoms: (B,)."""
+        (targets[:, 1]). x: (N, (lmax+1)**2, C); targets: (B, 3), the third column
+        the atom count of each system."""
+        natoms = targets[:, 2]
         for column, (start, end) in enumerate((self.config.charge_channels,
                                                self.config.spin_channels)):
             if end == start:
@@ -251,8 +254,8 @@ class ESCNMDBackbone(nn.Module):
 
         system: (B, C) system embeddings. routing: expert mixtures, or None for the
         merged weights. wigner: per-edge rotations, or None to compute them here.
-        targets: (B, 2) total charge and spin - 1 per system for the balanced
-        channels, None when the model has none.
+        targets: (B, 3) total charge, spin - 1 and atom count per system for the
+        balanced channels, None when the model has none.
         """
         source, centre = edge_index
         dtype = edge_vectors.dtype
@@ -271,14 +274,11 @@ class ESCNMDBackbone(nn.Module):
                          self.config.sphere_channels), dtype=dtype, device=numbers.device)
         x[:, 0] = self.sphere_embedding(numbers) + system_per_atom
         x = self.edge_degree_embedding(x, edge_scalars, centre, wigner_inv_envelope)
-        natoms = None
-        if targets is not None:
-            natoms = x.new_zeros(targets.shape[0]).index_add(0, batch, x.new_ones(batch.shape[0]))
         for block in self.blocks:
             x = block(x, system_per_atom, edge_index, edge_scalars, wigner,
                       wigner_inv_envelope, routing)
             if targets is not None:
-                x = self.balance_channels(x, batch, targets, natoms)
+                x = self.balance_channels(x, batch, targets)
         return self.norm(x)
 
 
