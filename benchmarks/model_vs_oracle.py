@@ -203,7 +203,7 @@ def main() -> None:
     ensure_checkpoint(args.checkpoint, args.oracle_python, args.version)
 
     results = [run_mode(mode, args) for mode in args.modes]
-    print(f"\n108-atom fcc Cu, UMA-S-{args.version}-sized random checkpoint, float32, "
+    print(f"\n108-atom fcc Cu, {args.checkpoint.name} (UMA-S-{args.version} format), float32, "
           f"{args.threads} threads, {args.calls} timed calls per side and mode after 1 warm-up\n")
     print("| mode | fairchem-core 2.24 median s/call | umadrive median s/call | "
           "ratio (fairchem / umadrive) | umadrive first call s |")
