@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class MergeKey:
     """composition: ((Z, reduced count), ...) sorted by Z. atoms: the atom count
-    where the model's mixture depends on it (UMA 1.0), else None."""
+    where the model's mixture depends on it (UMA 1.0, UMA-S-1.2), else None."""
 
     composition: tuple[tuple[int, int], ...]
     charge: int

@@ -332,7 +332,7 @@ def get_predict_unit(model: str | os.PathLike, device: str | torch.device = "cpu
     """Load a UMA checkpoint once and return a :class:`PredictUnit` for it.
 
     model: path of a UMA checkpoint (fairchem's ``.pt`` or umadrive's own format)
-        or a model name (``uma-s-1p1``, ...; see :mod:`umadrive.model.names`).
+        or a model name (``uma-s-1p2p1``, ...; see :mod:`umadrive.model.names`).
     device: torch device, e.g. "cpu" or "cuda".
     inference_settings: "default", "turbo" or an :class:`InferenceSettings`.
     graph_generator: with ``external_graph_gen``, the function that builds graphs
