@@ -1,25 +1,37 @@
 """Our UMA forward+backward against fairchem-core's, same checkpoint, same system.
 
-    python benchmarks/model_vs_oracle.py \
-        --checkpoint /tmp/uma-s-random.pt [--calls 5] [--threads 2] [--profile]
+    python benchmarks/model_vs_oracle.py --version 1.2.1 \
+        [--checkpoint /tmp/uma-s-1p2p1-random.pt] [--modes default turbo] \
+        [--calls 5] [--threads 2] [--profile]
 
-The checkpoint is a UMA-S-1.1-sized random one written by
-``tools/make_reference_fixtures.py --benchmark-checkpoint PATH`` (oracle venv; made
-on the fly when PATH does not exist). The system is 108-atom fcc Cu (3x3x3
-conventional cells, rattled), task omat, float32, experts unmerged, no activation
-checkpointing, no compile. One call = energy, forces and stress of the system,
-graph generation included. The oracle side runs in the oracle venv as a
-subprocess (``--oracle-python``), ours in this process, each on ``--threads``
-threads; after one warm-up call each, ``--calls`` timed calls alternate between
-the two (so that load from other processes affects both alike). Prints a markdown
-table (medians and the oracle/ours ratio), the largest force difference between
-the two, and with ``--profile`` where our time goes (torch.profiler).
+The checkpoint is a random one with the sizes and format of UMA-S-1.2.1
+(``--version 1.2.1``, the default) or UMA-S-1.1 (``--version 1.1``), written by
+``tools/make_reference_fixtures.py --benchmark-checkpoint PATH --benchmark-version V``
+(oracle venv; made on the fly when PATH does not exist). The system is 108-atom fcc
+Cu (3x3x3 conventional cells, rattled), task omat, float32. Modes (``--modes``):
+
+* ``unmerged``: experts routed, no activation checkpointing, no compile;
+* ``default``: the default preset (routed experts, activation checkpointing);
+* ``turbo``: the turbo preset on a CPU (experts merged, no activation
+  checkpointing, ``torch.compile``; tf32 and CUDA graphs act on GPUs only).
+
+The same settings are given to both sides. One call = energy, forces and stress
+of the system, graph generation included. The oracle side runs in the oracle venv
+as a subprocess (``--oracle-python``), ours in this process, each on ``--threads``
+threads; per mode, after one warm-up call each (the compile, for turbo), ``--calls``
+timed calls alternate between the two (so that load from other processes affects
+both alike). Prints a markdown table (medians and the oracle/ours ratio per mode)
+and the largest energy and force differences between the two; writes
+``benchmarks/out/model_vs_oracle.json``; with ``--profile``, where our time goes
+(torch.profiler, last mode).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import statistics
 import subprocess
 import time
@@ -30,6 +42,15 @@ import torch
 from ase.build import bulk
 
 REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "benchmarks" / "out"
+
+#: The settings each mode gives both implementations (besides float32, graph v2, no tf32).
+MODES = {
+    "unmerged": dict(activation_checkpointing=False, merge_mole=False, compile=False),
+    "default": dict(activation_checkpointing=True, merge_mole=False, compile=False),
+    "turbo": dict(activation_checkpointing=False, merge_mole=True, compile=True),
+}
+CHECKPOINTS = {"1.1": Path("/tmp/uma-s-random.pt"), "1.2.1": Path("/tmp/uma-s-1p2p1-random.pt")}
 
 ORACLE_WORKER = r"""
 import json, sys, time
@@ -42,9 +63,9 @@ from fairchem.core.units.mlip_unit.predict import MLIPPredictUnit
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
 atoms = Atoms(numbers=args["numbers"], positions=args["positions"], cell=args["cell"], pbc=True)
-settings = InferenceSettings(tf32=False, activation_checkpointing=False, merge_mole=False,
-                             compile=False, external_graph_gen=False,
-                             internal_graph_gen_version=2, base_precision_dtype=torch.float32)
+settings = InferenceSettings(tf32=False, external_graph_gen=False,
+                             internal_graph_gen_version=2, base_precision_dtype=torch.float32,
+                             **args["settings"])
 unit = MLIPPredictUnit(args["checkpoint"], device="cpu", inference_settings=settings)
 
 def call():
@@ -74,9 +95,10 @@ def copper_108() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 class OracleWorker:
     """fairchem's predict unit in the oracle venv, answering one timed call at a time."""
 
-    def __init__(self, oracle_python: str, checkpoint: Path, threads: int) -> None:
+    def __init__(self, oracle_python: str, checkpoint: Path, threads: int, mode: str) -> None:
         numbers, positions, cell = copper_108()
         payload = json.dumps({"checkpoint": str(checkpoint), "threads": threads,
+                              "settings": MODES[mode],
                               "numbers": numbers.tolist(), "positions": positions.tolist(),
                               "cell": cell.tolist()})
         self.process = subprocess.Popen([oracle_python, "-c", ORACLE_WORKER, payload],
@@ -103,13 +125,12 @@ class OracleWorker:
         return result
 
 
-def our_unit(checkpoint: Path):
+def our_unit(checkpoint: Path, mode: str):
     from umadrive.model import InferenceSettings, System, get_predict_unit
     from umadrive.structure import Structure
 
     numbers, positions, cell = copper_108()
-    settings = InferenceSettings(activation_checkpointing=False, merge_mole=False,
-                                 base_precision_dtype=torch.float32)
+    settings = InferenceSettings(base_precision_dtype=torch.float32, **MODES[mode])
     unit = get_predict_unit(checkpoint, inference_settings=settings)
     system = System(numbers=numbers, structure=Structure(positions, cell, np.ones(3, bool)),
                     task="omat", charge=0, spin=0)
@@ -122,30 +143,25 @@ def profile_table(unit, system) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
 
 
-def ensure_checkpoint(path: Path, oracle_python: str) -> None:
+def ensure_checkpoint(path: Path, oracle_python: str, version: str) -> None:
     if path.exists():
         return
-    print(f"writing a UMA-S-sized random checkpoint to {path} (oracle venv) ...", flush=True)
+    print(f"writing a UMA-S-{version}-sized random checkpoint to {path} (oracle venv) ...",
+          flush=True)
     subprocess.run([oracle_python, str(REPO / "tools" / "make_reference_fixtures.py"),
-                    "--benchmark-checkpoint", str(path)], check=True)
+                    "--benchmark-checkpoint", str(path), "--benchmark-version", version],
+                   check=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/uma-s-random.pt"))
-    parser.add_argument("--oracle-python", default=".oracle/bin/python")
-    parser.add_argument("--calls", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--profile", action="store_true")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    ensure_checkpoint(args.checkpoint, args.oracle_python)
-
-    oracle = OracleWorker(args.oracle_python, args.checkpoint, args.threads)
-    unit, system = our_unit(args.checkpoint)
-    unit.predict([system])  # warm-up
-    oracle_times, our_times = [], []
+def run_mode(mode: str, args) -> dict:
+    """Warm-up then ``args.calls`` alternating timed calls of both sides in ``mode``."""
+    oracle = OracleWorker(args.oracle_python, args.checkpoint, args.threads, mode)
+    unit, system = our_unit(args.checkpoint, mode)
     try:
+        started = time.perf_counter()
+        unit.predict([system])  # warm-up (the compile, for turbo)
+        our_first = time.perf_counter() - started
+        oracle_times, our_times = [], []
         for _ in range(args.calls):
             oracle_times.append(oracle.timed_call())
             start = time.perf_counter()
@@ -155,22 +171,58 @@ def main() -> None:
     finally:
         if oracle.process.poll() is None:
             oracle.process.kill()
-    oracle_median = statistics.median(oracle_times)
-    ours_median = statistics.median(our_times)
-    force_difference = float(np.abs(np.asarray(reference["forces"]) - prediction.forces).max())
-    energy_difference = abs(reference["energy"] - prediction.energy) / len(prediction.forces)
-
-    print(f"\n108-atom fcc Cu, UMA-S-1.1-sized random checkpoint, float32, unmerged, "
-          f"no activation checkpointing, {args.threads} threads, {args.calls} calls after 1 warm-up\n")
-    print("| implementation | median s/call | min s/call |")
-    print("|---|---|---|")
-    print(f"| fairchem-core 2.24 | {oracle_median:.3f} | {min(oracle_times):.3f} |")
-    print(f"| umadrive | {ours_median:.3f} | {min(our_times):.3f} |")
-    print(f"\nspeed-up (fairchem / umadrive median): {oracle_median / ours_median:.2f}x")
-    print(f"agreement: |dE|/atom = {energy_difference:.2e} eV, max |dF| = {force_difference:.2e} eV/Å")
+    result = {
+        "mode": mode, "settings": MODES[mode], "calls": args.calls,
+        "oracle_s": oracle_times, "ours_s": our_times, "ours_first_call_s": our_first,
+        "oracle_median_s": statistics.median(oracle_times),
+        "ours_median_s": statistics.median(our_times),
+        "energy_difference_per_atom": abs(reference["energy"] - prediction.energy)
+        / len(prediction.forces),
+        "max_force_difference": float(np.abs(np.asarray(reference["forces"])
+                                             - prediction.forces).max()),
+    }
     if args.profile:
-        print("\numadrive, one call, by self CPU time:\n")
-        print(profile_table(unit, system))
+        result["profile"] = profile_table(unit, system)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--version", choices=sorted(CHECKPOINTS), default="1.2.1",
+                        help="the UMA-S release the random checkpoint is shaped like")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="default: /tmp/uma-s-random.pt (1.1) or /tmp/uma-s-1p2p1-random.pt")
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=["default", "turbo"])
+    parser.add_argument("--oracle-python", default=".oracle/bin/python")
+    parser.add_argument("--calls", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    args.checkpoint = args.checkpoint or CHECKPOINTS[args.version]
+    torch.set_num_threads(args.threads)
+    ensure_checkpoint(args.checkpoint, args.oracle_python, args.version)
+
+    results = [run_mode(mode, args) for mode in args.modes]
+    print(f"\n108-atom fcc Cu, {args.checkpoint.name} (UMA-S-{args.version} format), float32, "
+          f"{args.threads} threads, {args.calls} timed calls per side and mode after 1 warm-up\n")
+    print("| mode | fairchem-core 2.24 median s/call | umadrive median s/call | "
+          "ratio (fairchem / umadrive) | umadrive first call s |")
+    print("|---|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['mode']} | {r['oracle_median_s']:.3f} | {r['ours_median_s']:.3f} | "
+              f"{r['oracle_median_s'] / r['ours_median_s']:.2f} | {r['ours_first_call_s']:.1f} |")
+    for r in results:
+        print(f"agreement ({r['mode']}): |dE|/atom = {r['energy_difference_per_atom']:.2e} eV, "
+              f"max |dF| = {r['max_force_difference']:.2e} eV/Å")
+    OUT.mkdir(exist_ok=True)
+    (OUT / "model_vs_oracle.json").write_text(json.dumps(
+        {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+         "version": args.version, "checkpoint": str(args.checkpoint), "threads": args.threads,
+         "results": [{k: v for k, v in r.items() if k != "profile"} for r in results]},
+        indent=2))
+    if args.profile:
+        print(f"\numadrive, one call ({results[-1]['mode']}), by self CPU time:\n")
+        print(results[-1]["profile"])
 
 
 if __name__ == "__main__":

@@ -27,12 +27,13 @@ def _with_config(checkpoint, change):
 def test_versions(checkpoint, uma_checkpoint_path):
     assert UMA.from_checkpoint(checkpoint).config.version == "1.1"
     assert UMA.from_checkpoint(load_checkpoint(uma_checkpoint_path("s1p0"))).config.version == "1.0"
-    uma_1p2 = _with_config(checkpoint, lambda c: c.update(model_id="UMA-S-1.2"))
+    newer = _with_config(checkpoint, lambda c: c.update(model_id="UMA-S-1.3"))
     with pytest.raises(UnsupportedModelError,
-                       match=r"unsupported model version UMA-S-1.2, supported: UMA 1.0, 1.1"):
-        UMA.from_checkpoint(uma_1p2)
+                       match=r"unsupported model_id 'UMA-S-1.3'; umadrive supports UMA 1.0, "
+                             r"1.1, 1.2, 1.2.1 \(model_id UMA-1.1, UMA-S-1.2, UMA-S-1.2.1"):
+        UMA.from_checkpoint(newer)
     future = _with_config(checkpoint, lambda c: c["backbone"].update(model_version=1.3))
-    with pytest.raises(UnsupportedModelError, match=r"unsupported model version 1.3, supported"):
+    with pytest.raises(UnsupportedModelError, match=r"unsupported model version 1.3; umadrive supports UMA 1.0"):
         UMA.from_checkpoint(future)
 
 

@@ -35,8 +35,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                             "'ase:package.module:Class' (any ASE calculator)")
     model.add_argument("--structure", required=True, metavar="FILE",
                        help="template read with ase.io.read: species, atom order, periodicity")
-    model.add_argument("--task", help="UMA dataset to predict for: omat, omol, oc20, odac, omc "
-                                      "(required when the model has several)")
+    model.add_argument("--task", help="UMA dataset to predict for, e.g. omat, omol, oc20, odac, omc "
+                                      "(1.2.x adds oc22, oc25; required when the model has "
+                                      "several)")
     model.add_argument("--charge", type=int, default=0, help="total charge, UMA (default 0)")
     model.add_argument("--spin", type=int, default=None,
                        help="spin multiplicity, UMA (default 1 for omol, else 0 = unset: "

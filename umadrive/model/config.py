@@ -1,18 +1,30 @@
 """The UMA architecture a checkpoint's ``model_config`` describes, checked and typed.
 
-Supported: UMA 1.0 (``uma-s-1``: no ``model_id``, no ``backbone.model_version``)
-and UMA 1.1 (``uma-s-1p1``, ``uma-m-1p1``: ``backbone.model_version == 1.1``).
-Anything else (e.g. UMA 1.2, which carries a ``model_id``, or a 1.1 file with
-options the released models do not use) is refused with :class:`UnsupportedModelError`.
+Supported: UMA 1.0 (``uma-s-1``: no ``model_id``, no ``backbone.model_version``),
+UMA 1.1 (``uma-s-1p1``, ``uma-m-1p1``: ``backbone.model_version == 1.1``, or the
+``model_id`` "UMA-1.1" fairchem back-fills) and UMA 1.2 / 1.2.1 (``uma-s-1p2``,
+``uma-s-1p2p1`` and its fine-tunes: ``model_id`` "UMA-S-1.2" / "UMA-S-1.2.1").
+Anything else (another ``model_id``, or options the released models do not use)
+is refused with :class:`UnsupportedModelError`, naming what is supported.
+
+UMA 1.2 and later name their datasets with a ``dataset_mapping`` (name -> the
+embedding / head expert it uses; several names may share one) and route the
+energy head by dataset (``DatasetSpecificMoEWrapper``); 1.0/1.1 list datasets and
+share one head (``DatasetSpecificSingleHeadWrapper``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-SUPPORTED_VERSIONS = ("1.0", "1.1")
+SUPPORTED_VERSIONS = ("1.0", "1.1", "1.2", "1.2.1")
+#: ``model_config.model_id`` -> version (fairchem writes "UMA-1.1" into 1.1 configs it loads).
+MODEL_IDS = {"UMA-1.1": "1.1", "UMA-S-1.2": "1.2", "UMA-S-1.2.1": "1.2.1"}
+_SUPPORTED = ("UMA 1.0, 1.1, 1.2, 1.2.1 (model_id " + ", ".join(MODEL_IDS)
+              + "; uma-s-1, uma-s-1p1, uma-m-1p1, uma-s-1p2, uma-s-1p2p1)")
 _BACKBONE_CLASS = "eSCNMDMoeBackbone"
-_HEAD_WRAPPER = "DatasetSpecificSingleHeadWrapper"
+_SHARED_HEAD = "DatasetSpecificSingleHeadWrapper"
+_EXPERT_HEAD = "DatasetSpecificMoEWrapper"
 _HEAD_CLASS = "MLP_EFS_Head"
 
 # Backbone options umadrive implements: name -> the only accepted value.
@@ -26,8 +38,6 @@ _FIXED_OPTIONS = {
     "moe_expert_coefficient_norm": "softmax",
     "direct_forces": False,
     "use_dataset_embedding": True,
-    "charge_balanced_channels": None,
-    "spin_balanced_channels": None,
     "layers_moe": None,
     "moe_single": False,
 }
@@ -55,28 +65,50 @@ class BackboneConfig:
     max_neighbors: int
     datasets: list[str]
     use_composition_embedding: bool
+    dataset_mapping: dict[str, str] | None = None
+    charge_channels: tuple[int, int] = (0, 0)
+    spin_channels: tuple[int, int] = (0, 0)
 
     @property
     def composition_includes_self(self) -> bool:
-        """UMA 1.0 averages the composition embedding over n + 1 entries (a zero 'self')."""
-        return self.version == "1.0"
+        """UMA 1.0 and UMA-S-1.2 average the composition embedding over n + 1 entries
+        (fairchem's ``index_reduce_(..., include_self=True)`` on a zero tensor), so their
+        expert mix depends on the atom count; 1.1 and 1.2.1 take the plain mean."""
+        return self.version in ("1.0", "1.2")
+
+    def embedding_of(self, dataset: str) -> str:
+        """The dataset embedding a task name uses (itself unless a mapping says otherwise)."""
+        return self.dataset_mapping[dataset] if self.dataset_mapping else dataset
 
 
 @dataclass(frozen=True)
 class HeadConfig:
-    """The energy head: one MLP shared by the datasets it lists."""
+    """The energy head.
+
+    datasets: the task names it answers (sorted). experts: None for one MLP shared
+    by all datasets (UMA 1.0/1.1); else, per task name, the index of its expert
+    MLP (UMA 1.2+: one expert slot per mapping key, the index of its target among
+    the sorted distinct targets, as fairchem's ``_build_expert_mapping``).
+    """
 
     name: str
     datasets: list[str]
+    experts: dict[str, int] | None = None
+
+    @property
+    def num_experts(self) -> int:
+        return len(self.experts) if self.experts else 0
 
 
 def model_version(model_config: dict) -> str:
-    """"1.0" or "1.1"; UnsupportedModelError for anything else."""
+    """One of :data:`SUPPORTED_VERSIONS`; UnsupportedModelError for anything else."""
     model_id = model_config.get("model_id")
     if isinstance(model_id, str) and model_id.strip():
-        raise UnsupportedModelError(
-            f"unsupported model version {model_id}, supported: UMA "
-            f"{', '.join(SUPPORTED_VERSIONS)} (uma-s-1, uma-s-1p1, uma-m-1p1)")
+        if model_id not in MODEL_IDS:
+            raise UnsupportedModelError(
+                f"unsupported model_id {model_id!r}; umadrive supports {_SUPPORTED}. "
+                "A newer UMA needs a newer umadrive")
+        return MODEL_IDS[model_id]
     backbone = model_config.get("backbone") or {}
     version = backbone.get("model_version", 1.0)
     if version in (1.0, "1.0"):
@@ -84,8 +116,34 @@ def model_version(model_config: dict) -> str:
     if version in (1.1, "1.1"):
         return "1.1"
     raise UnsupportedModelError(
-        f"unsupported model version {version}, supported: UMA {', '.join(SUPPORTED_VERSIONS)} "
-        f"(uma-s-1, uma-s-1p1, uma-m-1p1)")
+        f"unsupported model version {version}; umadrive supports {_SUPPORTED}")
+
+
+def dataset_mapping(config: dict, where: str) -> dict[str, str] | None:
+    """A ``dataset_mapping`` entry as a plain dict (None if absent); its targets
+    must be names of the mapping itself (as fairchem requires)."""
+    mapping = config.get("dataset_mapping")
+    if not mapping:
+        return None
+    mapping = {str(key): str(value) for key, value in dict(mapping).items()}
+    unknown = sorted(set(mapping.values()) - set(mapping))
+    if unknown:
+        raise UnsupportedModelError(
+            f"model_config.{where}.dataset_mapping sends names to {unknown}, which are not "
+            f"keys of the mapping {mapping}; every target must be a dataset name too")
+    return mapping
+
+
+def _channel_range(value, name: str) -> tuple[int, int]:
+    """[start, end) of a contiguous list of channels (empty: (0, 0))."""
+    channels = sorted(int(channel) for channel in value or [])
+    if not channels:
+        return 0, 0
+    if channels != list(range(channels[0], channels[-1] + 1)) or channels[0] < 0:
+        raise UnsupportedModelError(
+            f"backbone.{name}={list(value)} must be contiguous non-negative channels "
+            "(e.g. [0, 1, 2])")
+    return channels[0], channels[-1] + 1
 
 
 def _require(config: dict, key: str, where: str):
@@ -108,18 +166,21 @@ def backbone_config(model_config: dict) -> BackboneConfig:
             raise UnsupportedModelError(
                 f"unsupported backbone option {option}={value!r}; umadrive implements "
                 f"{option}={accepted!r} (as in the released UMA {'/'.join(SUPPORTED_VERSIONS)} models)")
-    if backbone.get("dataset_mapping"):
-        mapping = dict(backbone["dataset_mapping"])
-        if any(key != value for key, value in mapping.items()):
-            raise UnsupportedModelError(
-                f"unsupported dataset_mapping {mapping}: only identity mappings are implemented")
-        datasets = list(mapping)
-    else:
-        datasets = list(_require(backbone, "dataset_list", "backbone"))
+    mapping = dataset_mapping(backbone, "backbone")
+    datasets = list(mapping) if mapping else list(_require(backbone, "dataset_list", "backbone"))
     num_experts = int(_require(backbone, "num_experts", "backbone"))
     if num_experts < 1:
         raise UnsupportedModelError(f"num_experts={num_experts}: UMA models have experts (>= 1)")
     sphere_channels = int(_require(backbone, "sphere_channels", "backbone"))
+    charge_channels = _channel_range(backbone.get("charge_balanced_channels"),
+                                     "charge_balanced_channels")
+    spin_channels = _channel_range(backbone.get("spin_balanced_channels"),
+                                   "spin_balanced_channels")
+    for name, (_, end) in (("charge", charge_channels), ("spin", spin_channels)):
+        if end > sphere_channels:
+            raise UnsupportedModelError(
+                f"backbone.{name}_balanced_channels reach channel {end - 1}, beyond "
+                f"sphere_channels={sphere_channels}")
     return BackboneConfig(
         version=version,
         max_num_elements=int(backbone.get("max_num_elements", 100)),
@@ -135,21 +196,35 @@ def backbone_config(model_config: dict) -> BackboneConfig:
         max_neighbors=int(_require(backbone, "max_neighbors", "backbone")),
         datasets=datasets,
         use_composition_embedding=bool(backbone.get("use_composition_embedding", False)),
+        dataset_mapping=mapping,
+        charge_channels=charge_channels,
+        spin_channels=spin_channels,
     )
 
 
 def head_config(model_config: dict) -> HeadConfig:
-    """The single energy head of a UMA 1.0/1.1 ``model_config``."""
+    """The single energy head of a UMA ``model_config``: shared (1.0/1.1) or one
+    expert MLP per dataset (1.2+)."""
     heads = _require(model_config, "heads", "")
     if len(heads) != 1:
         raise UnsupportedModelError(
-            f"unsupported heads {sorted(heads)}: UMA 1.0/1.1 have one energy head")
+            f"unsupported heads {sorted(heads)}: UMA models have one energy head")
     (name, head), = heads.items()
     module = str(head.get("module", ""))
     head_class = str(head.get("head_cls", ""))
-    if not module.endswith(_HEAD_WRAPPER) or not head_class.endswith(_HEAD_CLASS):
+    if not module.endswith((_SHARED_HEAD, _EXPERT_HEAD)) or not head_class.endswith(_HEAD_CLASS):
         raise UnsupportedModelError(
             f"unsupported head {name!r} ({module}, {head_class}); umadrive implements "
-            f"{_HEAD_WRAPPER} around {_HEAD_CLASS} (UMA {'/'.join(SUPPORTED_VERSIONS)})")
-    datasets = head.get("dataset_names") or head.get("dataset_mapping") or []
-    return HeadConfig(name=str(name), datasets=sorted(datasets))
+            f"{_SHARED_HEAD} (UMA 1.0/1.1) and {_EXPERT_HEAD} (UMA 1.2+) around {_HEAD_CLASS}")
+    mapping = dataset_mapping(head, f"heads.{name}")
+    if module.endswith(_SHARED_HEAD):
+        datasets = head.get("dataset_names") or list(mapping or [])
+        return HeadConfig(name=str(name), datasets=sorted(datasets))
+    if mapping is None:
+        mapping = {str(dataset): str(dataset) for dataset in head.get("dataset_names") or []}
+    if not mapping:
+        raise UnsupportedModelError(
+            f"head {name!r} ({_EXPERT_HEAD}) names no datasets (dataset_mapping)")
+    targets = sorted(set(mapping.values()))
+    experts = {dataset: targets.index(mapping[dataset]) for dataset in sorted(mapping)}
+    return HeadConfig(name=str(name), datasets=sorted(mapping), experts=experts)

@@ -1,4 +1,4 @@
-"""The eSCN-MD backbone with mixture-of-linear-experts routing (UMA 1.0 / 1.1).
+"""The eSCN-MD backbone with mixture-of-linear-experts routing (UMA 1.0 to 1.2.1).
 
 ``ESCNMDBackbone.forward`` maps atoms, a graph and per-system charge, spin and
 task to node features ``(N, (lmax+1)**2, C)`` after the final norm. Every size
@@ -58,15 +58,20 @@ class TableEmbedding(nn.Module):
 
 
 class DatasetEmbedding(nn.Module):
-    """A learned vector per task (dataset) name."""
+    """A learned vector per task (dataset) name. With a ``mapping`` (UMA 1.2+) a name
+    uses the vector of the name it maps to; every name still has its own entry
+    (the checkpoints hold one, used or not)."""
 
-    def __init__(self, datasets: list[str], channels: int) -> None:
+    def __init__(self, datasets: list[str], channels: int,
+                 mapping: dict[str, str] | None = None) -> None:
         super().__init__()
+        self.mapping = mapping or {name: name for name in datasets}
         self.dataset_emb_dict = nn.ModuleDict({name: nn.Embedding(1, channels)
                                                for name in datasets})
 
     def forward(self, datasets: tuple[str, ...]) -> torch.Tensor:
-        return torch.cat([self.dataset_emb_dict[name].weight for name in datasets])
+        return torch.cat([self.dataset_emb_dict[self.mapping[name]].weight
+                          for name in datasets])
 
 
 class GaussianBasis(nn.Module):
@@ -120,7 +125,7 @@ class ESCNMDBackbone(nn.Module):
         self.sphere_embedding = nn.Embedding(config.max_num_elements, c)
         self.charge_embedding = TableEmbedding(CHARGE_ROWS, CHARGE_OFFSET, c)
         self.spin_embedding = TableEmbedding(SPIN_ROWS, SPIN_OFFSET, c)
-        self.dataset_embedding = DatasetEmbedding(config.datasets, c)
+        self.dataset_embedding = DatasetEmbedding(config.datasets, c, config.dataset_mapping)
         self.mix_csd = nn.Linear(3 * c, c)
 
         self.distance_expansion = GaussianBasis(config.cutoff, config.num_distance_basis)
@@ -169,7 +174,9 @@ class ESCNMDBackbone(nn.Module):
         """(B, n_experts): ``softmax(router([composition; system embedding])) + 0.005``.
 
         The composition is the mean of ``composition_embedding[Z]`` over a system's
-        atoms; UMA 1.0 divides the sum by n + 1 instead (fairchem's include_self quirk).
+        atoms; UMA 1.0 and UMA-S-1.2 divide the sum by n + 1 instead (fairchem reduces
+        with ``include_self=True`` onto zeros for those; the released UMA-S-1.2 was
+        trained that way, so reproducing it is what matches its weights).
         """
         features = [system_embedding]
         if self.config.use_composition_embedding:
@@ -206,18 +213,49 @@ class ESCNMDBackbone(nn.Module):
             edge_counts = torch.bincount(inputs.batch[centre], minlength=system.shape[0])
             routing = ExpertRouting(self.expert_coefficients(inputs.numbers, inputs.batch, system),
                                     tuple(edge_counts.tolist()))
+        targets = None
+        if self.balances_channels:
+            natoms = torch.bincount(inputs.batch, minlength=system.shape[0])
+            targets = torch.stack((inputs.charge, inputs.spin - 1, natoms), dim=1).to(system.dtype)
         run = message_passing or self.message_passing
         return run(inputs.numbers, inputs.batch, inputs.edge_index, inputs.edge_vectors,
-                   system, routing, wigner)
+                   system, routing, wigner, targets)
+
+    @property
+    def balances_channels(self) -> bool:
+        """Whether charge or spin balanced channels are configured (UMA 1.2+)."""
+        return self.config.charge_channels[1] > 0 or self.config.spin_channels[1] > 0
+
+    def balance_channels(self, x: torch.Tensor, batch: torch.Tensor,
+                         targets: torch.Tensor) -> torch.Tensor:
+        """Shift the balanced l = 0 channels of each system by a constant so that their
+        sum over the system's atoms is the total charge (targets[:, 0]) or spin - 1
+        (targets[:, 1]). x: (N, (lmax+1)**2, C); targets: (B, 3), the third column
+        the atom count of each system."""
+        natoms = targets[:, 2]
+        for column, (start, end) in enumerate((self.config.charge_channels,
+                                               self.config.spin_channels)):
+            if end == start:
+                continue
+            channels = x[:, 0, start:end]
+            sums = channels.new_zeros(targets.shape[0], end - start).index_add(0, batch, channels)
+            corrections = (sums - targets[:, column, None]) / natoms[:, None]
+            scalars = torch.cat((x[:, 0, :start], channels - corrections[batch],
+                                 x[:, 0, end:]), dim=1)
+            x = torch.cat((scalars[:, None], x[:, 1:]), dim=1)
+        return x
 
     def message_passing(self, numbers: torch.Tensor, batch: torch.Tensor,
                         edge_index: torch.Tensor, edge_vectors: torch.Tensor,
                         system: torch.Tensor, routing: ExpertRouting | None,
-                        wigner: torch.Tensor | None) -> torch.Tensor:
+                        wigner: torch.Tensor | None,
+                        targets: torch.Tensor | None = None) -> torch.Tensor:
         """The tensor-only part of :meth:`forward` (what ``compile`` compiles).
 
         system: (B, C) system embeddings. routing: expert mixtures, or None for the
         merged weights. wigner: per-edge rotations, or None to compute them here.
+        targets: (B, 3) total charge, spin - 1 and atom count per system for the
+        balanced channels, None when the model has none.
         """
         source, centre = edge_index
         dtype = edge_vectors.dtype
@@ -239,6 +277,8 @@ class ESCNMDBackbone(nn.Module):
         for block in self.blocks:
             x = block(x, system_per_atom, edge_index, edge_scalars, wigner,
                       wigner_inv_envelope, routing)
+            if targets is not None:
+                x = self.balance_channels(x, batch, targets)
         return self.norm(x)
 
 

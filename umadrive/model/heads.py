@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+from umadrive.model.mole import MixtureOfLinearExperts, linear_per_system
 
 
 class EnergyMLP(nn.Module):
@@ -41,8 +44,61 @@ class SharedHead(nn.Module):
         super().__init__()
         self.head = EnergyMLP(sphere_channels, hidden_channels)
 
-    def forward(self, node_features: torch.Tensor) -> torch.Tensor:
+    def forward(self, node_features: torch.Tensor, atom_counts: tuple[int, ...],
+                experts: torch.Tensor, merged: bool = False) -> torch.Tensor:
+        """(N,) per-atom energies; the routing arguments are unused (one MLP for all)."""
         return self.head(node_features)
+
+
+class ExpertEnergyMLP(nn.Module):
+    """``MLP_{C->H->H->1}`` with SiLU whose three linear layers are per-dataset experts
+    (weights (n_experts, out, in), shared bias), as fairchem's MLP_EFS_Head wrapped
+    in a DatasetSpecificMoEWrapper."""
+
+    def __init__(self, num_experts: int, sphere_channels: int, hidden_channels: int) -> None:
+        super().__init__()
+        self.energy_block = nn.Sequential(
+            MixtureOfLinearExperts(num_experts, sphere_channels, hidden_channels, bias=True),
+            nn.SiLU(),
+            MixtureOfLinearExperts(num_experts, hidden_channels, hidden_channels, bias=True),
+            nn.SiLU(),
+            MixtureOfLinearExperts(num_experts, hidden_channels, 1, bias=True))
+
+
+class ExpertHead(nn.Module):
+    """One energy MLP per dataset expert, chosen one-hot by each system's task (UMA 1.2+).
+
+    ``forward(x, atom_counts, experts)``: x (N, (lmax+1)**2, C) node features of B
+    systems with ``atom_counts[b]`` consecutive atoms each; experts (B,) long, the
+    expert of each system. ``merged=True`` uses the weights kept by :meth:`merge`.
+    """
+
+    def __init__(self, num_experts: int, sphere_channels: int, hidden_channels: int) -> None:
+        super().__init__()
+        self.head = ExpertEnergyMLP(num_experts, sphere_channels, hidden_channels)
+
+    @property
+    def layers(self) -> list[MixtureOfLinearExperts]:
+        return [module for module in self.head.energy_block
+                if isinstance(module, MixtureOfLinearExperts)]
+
+    def merge(self, expert: int) -> None:
+        """Keep expert ``expert``'s weights as each layer's merged weight."""
+        for layer in self.layers:
+            layer.merged = layer.weights[expert].detach()
+
+    def forward(self, node_features: torch.Tensor, atom_counts: tuple[int, ...],
+                experts: torch.Tensor, merged: bool = False) -> torch.Tensor:
+        """(N,) per-atom energies."""
+        x = node_features[:, 0]
+        for index, layer in enumerate(self.layers):
+            if index:
+                x = F.silu(x)
+            if merged:
+                x = layer(x, None)
+            else:
+                x = linear_per_system(x, layer.weights[experts], layer.bias, atom_counts)
+        return x.view(-1)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ re-merge costs one weighted sum per layer.
 What identifies the mixture (:class:`MergeKey`): the *reduced* composition
 (element counts divided by their greatest common divisor, so a supercell or a
 batch of path-integral beads of one system shares the key), charge, spin and
-task. UMA 1.0 averages the composition over n + 1 atoms, so there the atom
-count is part of the key too.
+task. UMA 1.0 and UMA-S-1.2 average the composition over n + 1 atoms, so there
+the atom count is part of the key too. For UMA 1.2+ the energy head's experts
+(one per dataset) are merged too: the task's expert becomes the plain weight.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from umadrive.model.escn import ESCNMDBackbone
+from umadrive.model.heads import ExpertHead
 from umadrive.model.mole import MixtureOfLinearExperts
+from umadrive.model.uma import UMA
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class MergeKey:
     """composition: ((Z, reduced count), ...) sorted by Z. atoms: the atom count
-    where the model's mixture depends on it (UMA 1.0), else None."""
+    where the model's mixture depends on it (UMA 1.0, UMA-S-1.2), else None."""
 
     composition: tuple[tuple[int, int], ...]
     charge: int
@@ -55,7 +57,8 @@ class MergeKey:
 
 def merge_key(numbers: np.ndarray, charge: int, spin: int, task: str, *,
               count_matters: bool) -> MergeKey:
-    """The key of one system; numbers: (n,) atomic numbers."""
+    """The key of one system; numbers: (n,) atomic numbers. count_matters: the
+    model's mixture depends on the atom count (UMA 1.0, UMA-S-1.2)."""
     counts = Counter(int(z) for z in np.asarray(numbers))
     divisor = math.gcd(*counts.values())
     return MergeKey(composition=tuple(sorted((z, n // divisor) for z, n in counts.items())),
@@ -64,15 +67,16 @@ def merge_key(numbers: np.ndarray, charge: int, spin: int, task: str, *,
 
 
 class ExpertMerger:
-    """Owns the merged weights of one backbone.
+    """Owns the merged weights of one model (backbone experts and head experts).
 
     ``ensure(key, numbers, charge, spin, task)`` merges for ``key`` unless the
     weights already belong to it; ``merges`` counts the merges done.
     """
 
-    def __init__(self, backbone: ESCNMDBackbone) -> None:
-        self.backbone = backbone
-        self.layers = [module for module in backbone.modules()
+    def __init__(self, model: UMA) -> None:
+        self.model = model
+        self.backbone = model.backbone
+        self.layers = [module for module in self.backbone.modules()
                        if isinstance(module, MixtureOfLinearExperts)]
         self.key: MergeKey | None = None
         self.merges = 0
@@ -100,6 +104,8 @@ class ExpertMerger:
             coefficients = self.backbone.expert_coefficients(numbers, batch, system)[0]
             for layer in self.layers:
                 layer.merge(coefficients)
+            if isinstance(self.model.head, ExpertHead):
+                self.model.head.merge(self.model.head_expert(task))
         previous, self.key = self.key, key
         self.merges += 1
         log.info("merged the experts for %s%s in %.3f s (merge %d)", key,

@@ -21,7 +21,12 @@ from pathlib import Path
 HF_REPO = "facebook/UMA"
 HF_SUBFOLDER = "checkpoints"
 
-KNOWN_MODELS = {"uma-s-1": "uma-s-1.pt", "uma-s-1p1": "uma-s-1p1.pt", "uma-m-1p1": "uma-m-1p1.pt"}
+KNOWN_MODELS = {
+    "uma-s-1": "uma-s-1.pt", "uma-s-1p1": "uma-s-1p1.pt", "uma-m-1p1": "uma-m-1p1.pt",
+    "uma-s-1p2": "uma-s-1p2.pt", "uma-s-1p2p1": "uma-s-1p2p1.pt",
+    "uma-s-1p2p1-ft-d4rev": "uma-s-1p2p1-ft-d4rev.pt",
+    "uma-s-1p2p1-ft-r2scan": "uma-s-1p2p1-ft-r2scan.pt",
+}
 """Names of the official checkpoints umadrive runs, and their file names."""
 
 BUNDLED_MODELS: dict[str, Path] = {
@@ -69,6 +74,22 @@ def resolve_model(model: str | os.PathLike) -> Path:
         f"it), or pass the path to the file. Not downloaded: {download_problem}.\n"
         f"Looked for:\n  {looked_in}"
     )
+
+
+ISOLATED_ATOM_REFERENCES = "iso_atom_elem_refs.yaml"
+"""fairchem's isolated-atom energies, ``references/`` in the facebook/UMA repository."""
+
+
+def find_reference_file(filename: str = ISOLATED_ATOM_REFERENCES) -> tuple[Path | None, list[Path]]:
+    """A reference file of the model repository from the caches (no download): the
+    umadrive cache holding it directly, then the ``references/`` folder of the
+    facebook/UMA snapshots in fairchem's and Hugging Face's caches. Returns the file
+    (None if absent) and the places looked at."""
+    searched = [umadrive_cache() / filename]
+    for hub_cache in (fairchem_cache(), huggingface_cache()):
+        searched.extend(path.parent.parent / "references" / filename
+                        for path in _hub_snapshot_files(hub_cache, filename))
+    return next((path for path in searched if path.is_file()), None), searched
 
 
 def umadrive_cache() -> Path:

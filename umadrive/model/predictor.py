@@ -42,6 +42,7 @@ from umadrive.model.graph import RadiusGraph, radius_graph, vesin_graph
 from umadrive.model.merge import ExpertMerger, common_key
 from umadrive.model.names import resolve_model
 from umadrive.model.settings import InferenceSettings, InferenceSettingsError, resolve_settings
+from umadrive.model.single_atoms import IsolatedAtomEnergies, is_isolated_atom
 from umadrive.model.uma import UMA, AtomsBatch, RunOptions
 from umadrive.structure import Prediction, Structure
 
@@ -176,7 +177,7 @@ class PredictUnit:
             self.graph_generator = graph_generator or vesin_graph
         else:
             self.graph_generator = radius_graph
-        self._merger = ExpertMerger(model.backbone) if settings.merge_mole else None
+        self._merger = ExpertMerger(model) if settings.merge_mole else None
         self._message_passing = (
             torch.compile(model.backbone.message_passing, dynamic=True, backend=compile_backend)
             if settings.compile else None)
@@ -184,6 +185,7 @@ class PredictUnit:
         self._rotation = (GraphedRotation(model.backbone.rotation)
                           if settings.wigner_cuda and on_cuda else None)
         self._tf32 = settings.tf32 and on_cuda
+        self._isolated_atoms: IsolatedAtomEnergies | None = None
 
     @property
     def datasets(self) -> tuple[str, ...]:
@@ -241,6 +243,9 @@ class PredictUnit:
         system (e.g. path-integral beads) runs on the merged experts. ``graph``:
         the caller's graph of the whole batch (``external_graph_gen`` only).
         """
+        if not self.model.supports_single_atoms and any(
+                is_isolated_atom(system.numbers, system.structure.pbc) for system in systems):
+            return self._predict_with_isolated_atoms(systems, graph)
         started = time.perf_counter()
         atoms = self.batch(systems)
         if graph is None:
@@ -267,6 +272,31 @@ class PredictUnit:
                 energy=float(energy[index]),
                 forces=forces[starts[index]:starts[index + 1]],
                 stress=None if np.isnan(system_stress).all() else system_stress))
+        return predictions
+
+    def _predict_with_isolated_atoms(self, systems: Sequence[System],
+                                     graph: RadiusGraph | None) -> list[Prediction]:
+        """Lone atoms without periodic images from fairchem's isolated-atom energies
+        (see :mod:`umadrive.model.single_atoms`), the other systems from the model."""
+        self.batch(systems)  # validates every system
+        if graph is not None:
+            raise InvalidSystemError("a single isolated atom cannot come with an external "
+                                     "graph for a UMA 1.0/1.1 model; send it alone, without one")
+        if self._isolated_atoms is None:
+            self._isolated_atoms = IsolatedAtomEnergies.from_cache()
+        lone = [is_isolated_atom(system.numbers, system.structure.pbc) for system in systems]
+        rest = iter(self.predict([s for s, alone in zip(systems, lone) if not alone])
+                    if not all(lone) else [])
+        predictions = []
+        for system, alone in zip(systems, lone):
+            if not alone:
+                predictions.append(next(rest))
+                continue
+            energy = self._isolated_atoms.energy(system.task, int(system.numbers[0]),
+                                                 int(system.charge))
+            volume = abs(np.linalg.det(np.asarray(system.structure.cell, dtype=float)))
+            predictions.append(Prediction(energy=energy, forces=np.zeros((1, 3)),
+                                          stress=np.zeros((3, 3)) if volume > 0 else None))
         return predictions
 
     def _merge_for(self, systems: Sequence[System], atoms: AtomsBatch) -> bool:
@@ -336,7 +366,7 @@ def get_predict_unit(model: str | os.PathLike, device: str | torch.device = "cpu
     """Load a UMA checkpoint once and return a :class:`PredictUnit` for it.
 
     model: path of a UMA checkpoint (fairchem's ``.pt`` or umadrive's own format)
-        or a model name (``uma-s-1p1``, ...; see :mod:`umadrive.model.names`).
+        or a model name (``uma-s-1p2p1``, ...; see :mod:`umadrive.model.names`).
     device: torch device, e.g. "cpu" or "cuda".
     inference_settings: "default", "turbo" or an :class:`InferenceSettings`.
     graph_generator: with ``external_graph_gen``, the function that builds graphs

@@ -25,7 +25,7 @@ from umadrive.model.checkpoint import Checkpoint, CheckpointError, check_state_d
 from umadrive.model.config import backbone_config, head_config
 from umadrive.model.escn import ESCNMDBackbone, GraphInputs, MessagePassing
 from umadrive.model.graph import RadiusGraph, edge_vectors
-from umadrive.model.heads import SharedHead, system_energy, task_outputs
+from umadrive.model.heads import ExpertHead, SharedHead, system_energy, task_outputs
 
 
 @dataclass(frozen=True)
@@ -79,21 +79,40 @@ class ModelOutputs:
 
 
 class UMA(nn.Module):
-    """UMA 1.0 / 1.1 (``eSCNMDMoeBackbone`` + one shared ``MLP_EFS_Head``)."""
+    """UMA 1.0 / 1.1 (``eSCNMDMoeBackbone`` + one shared ``MLP_EFS_Head``) and
+    UMA 1.2 / 1.2.1 (the same backbone, balanced channels, one head expert per dataset).
+
+    supports_single_atoms: the checkpoint says the network itself handles a lone
+    atom without periodic images (UMA 1.2+); otherwise fairchem answers such a
+    system from isolated-atom reference energies (see the predictor).
+    """
 
     def __init__(self, model_config: dict, tasks_config: list[dict]) -> None:
         super().__init__()
         self.config = backbone_config(model_config)
         head = head_config(model_config)
+        self.head_config = head
+        self.supports_single_atoms = bool(model_config.get("supports_single_atoms", False))
         self.backbone = ESCNMDBackbone(self.config)
-        self.output_heads = nn.ModuleDict(
-            {head.name: SharedHead(self.config.sphere_channels, self.config.hidden_channels)})
+        channels = (self.config.sphere_channels, self.config.hidden_channels)
+        module = (ExpertHead(head.num_experts, *channels) if head.experts is not None
+                  else SharedHead(*channels))
+        self.output_heads = nn.ModuleDict({head.name: module})
         self.head_name = head.name
         self.tasks = task_outputs(tasks_config, self.config.datasets)
         if head.datasets:
             self.tasks = {name: task for name, task in self.tasks.items() if name in head.datasets}
         self.datasets = tuple(sorted(self.tasks))
         self._build_output_tables()
+
+    @property
+    def head(self) -> SharedHead | ExpertHead:
+        return self.output_heads[self.head_name]
+
+    def head_expert(self, dataset: str) -> int:
+        """The head expert of a task (0 for a shared head)."""
+        experts = self.head_config.experts
+        return experts[dataset] if experts is not None else 0
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, *, dtype: torch.dtype = torch.float32,
@@ -162,7 +181,10 @@ class UMA(nn.Module):
         wigner = None if run.rotation is None else run.rotation(edge_vectors)
         node_features = self.backbone(inputs, merged=run.merged, wigner=wigner,
                                       message_passing=run.message_passing)
-        atom_energies = self.output_heads[self.head_name](node_features)
+        atom_counts = tuple(torch.bincount(atoms.batch, minlength=atoms.num_systems).tolist())
+        experts = torch.tensor([self.head_expert(name) for name in atoms.datasets],
+                               device=node_features.device)
+        atom_energies = self.head(node_features, atom_counts, experts, merged=run.merged)
         return system_energy(atom_energies, atoms.batch, atoms.num_systems)
 
     def forward(self, atoms: AtomsBatch, graph: RadiusGraph, *, forces: bool = True,
