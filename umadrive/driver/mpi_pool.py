@@ -33,6 +33,7 @@ class MpiPool:
     def __init__(self, connection: MpiConnection) -> None:
         self._connection = connection
         self.outcome = "EXIT"
+        self.failures: list[str] = []
         self._over = False
 
     def gather(self) -> Gathered:
@@ -70,5 +71,6 @@ class MpiPool:
 
     def _fail(self, message: str) -> None:
         log.error("%s", message)
+        self.failures.append(message)
         self.outcome = "failed"
         self._over = True

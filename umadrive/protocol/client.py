@@ -238,12 +238,15 @@ def connect(
     timeout: float = 60.0,
     max_atoms: int = msg.DEFAULT_MAX_ATOMS,
     expected_atoms: int | None = None,
+    interrupt: msg.Interrupt | None = None,
 ) -> DriverConnection:
     """Connects to the server at ``prefix + unix`` or ``host:port``, retrying for
     up to ``timeout`` seconds while it is not listening yet. ``max_atoms`` caps
     the ``nat`` a POSDATA may announce (times the batch size); ``expected_atoms``,
-    when given, is the only ``nat`` accepted."""
+    when given, is the only ``nat`` accepted; ``interrupt``: reads give up once it
+    asks for a stop and the server stays silent (see :class:`~umadrive.protocol.
+    messages.Channel`)."""
     address = resolve_address(unix=unix, prefix=prefix, host=host, port=port)
     sock = connect_with_retry(address, timeout)
-    return DriverConnection(msg.Channel(sock, f"server {address}"), max_atoms=max_atoms,
-                            expected_atoms=expected_atoms)
+    return DriverConnection(msg.Channel(sock, f"server {address}", interrupt=interrupt),
+                            max_atoms=max_atoms, expected_atoms=expected_atoms)
