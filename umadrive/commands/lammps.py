@@ -63,6 +63,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(any ase.io format, e.g. .extxyz) and exit without running",
     )
     parser.add_argument(
+        "--allow-no-stress",
+        action="store_true",
+        help="when the model computes no stress for the periodic box, give LAMMPS a zero "
+        "virial (with a warning) instead of stopping; right only when nothing uses the "
+        "pressure (no fix npt/nph)",
+    )
+    parser.add_argument(
         "--log", default="log.lammps", help="LAMMPS log file, 'none' for none (default: %(default)s)"
     )
 
@@ -197,7 +204,8 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         if args.template is not None:
             _check_template(args.template, system.symbols)
-        _serve(lmp, args, address, script.dynamics, fix_id=fix.fix_id, system=system, units=units)
+        _serve(lmp, args, address, script.dynamics, fix_id=fix.fix_id, system=system, units=units,
+               allow_no_stress=args.allow_no_stress)
     return 0
 
 
