@@ -184,6 +184,7 @@ def _run(args: argparse.Namespace) -> int:
     from umadrive.lammps.system import read_system, type_masses
     from umadrive.lammps.units import lammps_units
     from umadrive.lammps.mpich_runtime import import_lammps
+    from umadrive.mpich_shm import unlink_mapped_segments
 
     writing_template = args.write_template is not None
     address = None if writing_template else _server_address(args)
@@ -191,6 +192,7 @@ def _run(args: argparse.Namespace) -> int:
     script = split_script(args.script.read_text())
     fix = None if writing_template else check_external_fix(script)
     with import_lammps().lammps(cmdargs=_lammps_args(args)) as lmp:
+        unlink_mapped_segments()  # one process: attached; nothing is left in /dev/shm on a failure
         _commands(lmp, script.setup, args.script, "setup part (before the first run)")
         units = lammps_units(lmp.extract_global("units"))
         elements = type_elements(type_masses(lmp), names)

@@ -16,6 +16,7 @@ import logging
 import time
 
 from umadrive.driver.connections import Gathered, Pending
+from umadrive.mpich_shm import unlink_mapped_segments
 from umadrive.protocol.errors import ProtocolError
 from umadrive.protocol.mpi import MpiConnection
 
@@ -65,6 +66,8 @@ class MpiPool:
         if self.outcome == "failed":
             log.error("aborting the MPI job, i-PI included: i-PI would wait forever for "
                       "this rank's answer")
+            for path in unlink_mapped_segments():  # an aborted job never finalizes to do it
+                log.info("removed %s (MPICH's shared memory of this job)", path)
             time.sleep(_FORWARD_OUTPUT_S)
             self._connection.abort(1)
         self._connection.close()

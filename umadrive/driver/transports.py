@@ -8,6 +8,7 @@ import os
 from typing import TYPE_CHECKING
 
 from umadrive.driver.ranks import Rank, launcher_rank, rank_device
+from umadrive.mpich_shm import unlink_mapped_segments
 
 if TYPE_CHECKING:
     from umadrive.driver.batching import RequestPool
@@ -50,6 +51,7 @@ def open_pool(options: ServeOptions, address: Address | None, stop: StopFlag,
         from umadrive.protocol.mpi import connect_mpi
 
         connection = connect_mpi(name=options.mpi_name, max_atoms=options.max_atoms)
+        stop.on_forced_exit.append(unlink_mapped_segments)  # the job never finalizes then
         serve_log.event("connected", f"connected to {connection.peer} as MPI rank "
                         f"{connection.rank}", transport="mpi", peer=connection.peer,
                         rank=connection.rank)
