@@ -60,8 +60,8 @@ class ConnectionPool:
     server closed between steps, which is how ASE and LAMMPS end a run) or
     ``"failed"`` (a protocol error, a server gone mid-exchange or one that
     promised EXIT and closed instead, or a request this side refused).
-    ``failures``: the error messages of the run; those in ``quiet`` (the same
-    failure as the run before) are not logged again.
+    ``failures``: the error messages of the run; each is logged once, and not
+    at all when in ``quiet`` (the failures of the run before).
 
     EXIT on one connection ends the run on all: the server is ending, and its
     other connections may see it close without EXIT of their own.
@@ -191,8 +191,8 @@ class ConnectionPool:
         self._forget(connection)
 
     def _fail(self, connection: DriverConnection, message: str) -> None:
-        if message not in self._quiet:
-            log.error("%s", message)
+        if message not in self._quiet and message not in self.failures:
+            log.error("%s", message)  # once: i-PI hands a refused request to the next connection
         self.failures.append(message)
         self._worsen("failed")
         self._forget(connection)
