@@ -129,6 +129,10 @@ class ConnectionPool:
             try:
                 while connection.state == "HAVEDATA" and connection.end_reason is None:
                     connection.read_message()
+            except ReadInterrupted as error:
+                log.info("%s; closing, the answer not taken", error)
+                self._forget(connection)
+                continue
             except ProtocolError as error:
                 self._fail(connection, f"{error} (the server went away before taking the answer)")
                 continue
@@ -227,6 +231,9 @@ def open_connections(address: Address, count: int, *, stop: StopFlag, timeout: f
     Retries while nothing listens there, with intervals doubling from 0.1 s to
     2 s, for up to ``timeout`` seconds (None: until a stop signal). Returns None
     when a stop signal arrived; raises :class:`ProtocolError` when the time is up.
+    A connection after the first that finds nothing listening, or a server
+    that closes at once, counts as nothing listening (a server that is ending,
+    e.g. an i-PI that just sent EXIT): all are closed and tried again.
 
     With several connections, each one answers the server's first STATUS before
     the next connects: i-PI hand-shakes every client it accepts before it
@@ -262,9 +269,11 @@ def open_connections(address: Address, count: int, *, stop: StopFlag, timeout: f
                     str(address), f"a listening server within {timeout:g} s (start i-PI/ASE "
                     "first, check the address, or raise --connect-timeout)", "nothing listening"
                 ) from None
-        except ProtocolError:
+        except ProtocolError as error:
             for connection in connections:
                 connection.close()
+            if isinstance(error, ReadInterrupted):
+                return None  # stopped during a handshake
             raise  # the server is there but broke off: not a reason to wait
         if interval == _FIRST_RETRY_INTERVAL_S:
             log.info("waiting for a server at %s", address)

@@ -20,7 +20,7 @@ _LOWER_LIMITS = (
     ("connect_timeout_s", "--connect-timeout", 0, "0 s"),
     ("max_atoms", "--max-atoms", 1, "1"),
     ("log_every", "--log-every", 0, "0 (no status lines)"),
-    ("stop_grace_s", "--stop-grace", 0, "0 s (inf: no limit)"),
+    ("stop_grace_s", "--stop-grace", 0, "0 s"),
 )
 _INTEGERS = ("connections", "max_atoms", "log_every")
 
@@ -83,6 +83,9 @@ class ServeOptions:
                 raise ServeOptionsError(f"{name}={value!r} ({flag}): expected an integer")
             if value < low:
                 raise ServeOptionsError(f"{name}={value} ({flag}): expected {low_text} or more")
+        if self.stop_grace_s != self.stop_grace_s:  # NaN passes the lower limit
+            raise ServeOptionsError("stop_grace_s=nan (--stop-grace): expected 0 s or more "
+                                    "(inf: no limit)")
         if self.pbc is not None and (len(self.pbc) != 3
                                      or not all(isinstance(p, bool) for p in self.pbc)):
             raise ServeOptionsError(f"pbc={self.pbc!r} (--pbc): expected three booleans, one per "
