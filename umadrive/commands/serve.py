@@ -68,7 +68,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                               "that sent requests before (default %(default)s)")
     serving.add_argument("--persist", action="store_true",
                          help="after the engine ends, wait for the next one (retrying with up to "
-                              "2 s between tries) with the model still loaded; stop with SIGTERM")
+                              "2 s between tries, 8 s after the same failure again) with the "
+                              "model still loaded; stop with SIGTERM")
     serving.add_argument("--connect-timeout", type=float, default=60.0, metavar="S",
                          help="keep trying to connect for S seconds (default %(default)s; "
                               "no limit with --persist)")
