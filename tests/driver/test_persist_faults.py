@@ -7,15 +7,21 @@ the same error every 2 s."""
 from __future__ import annotations
 
 import json
+import logging
+import os
 import signal
+import socket
 import time
 
 import pytest
 
 from tests.driver.pimd import NBEADS, STEPS, assert_every_bead_matches_emt, pimd_input
+from tests.driver.threads import ServeThread
 from tests.peers import console_script, one_thread_env
 from tests.reference import cu3au_32
+from umadrive.driver import ServeOptions, make_backend
 from umadrive.ipi_input import IpiRun, ipi_input_xml
+from umadrive.protocol.addresses import DEFAULT_PREFIX, Address
 
 RUNS = 4
 BOUND_S = 60
@@ -74,3 +80,55 @@ def test_persist_with_eight_connections_serves_runs_in_a_row_and_backs_off_quiet
     rows = [line for line in (other / "sim.out").read_text().splitlines()
             if not line.startswith("#")]
     assert rows == []  # nothing was computed for it
+
+
+def _listen(path: str) -> socket.socket:
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(8)
+    listener.settimeout(BOUND_S)
+    return listener
+
+
+def _accept(listener: socket.socket) -> socket.socket:
+    conn, _ = listener.accept()
+    conn.settimeout(BOUND_S)
+    return conn
+
+
+def _handshake(conn: socket.socket) -> socket.socket:
+    conn.sendall(b"STATUS      ")
+    assert conn.recv(12) == b"NEEDINIT    "
+    return conn
+
+
+@pytest.mark.timeout(120)
+def test_a_server_that_goes_away_between_connections_counts_as_none(socket_name, caplog):
+    """The race of issue 11, made deterministic: the first connection reaches a
+    server that then removes its socket (an i-PI ending after EXIT), so the
+    second finds no socket file. The driver must wait for the next server, not
+    exit 1 with "expected a listening server within 0 s"."""
+    caplog.set_level(logging.INFO)
+    path = DEFAULT_PREFIX + socket_name
+    dying = _listen(path)
+    driver = ServeThread(make_backend("ase:emt", cu3au_32()), cu3au_32(), Address(path=path),
+                         ServeOptions(connections=2, connect_timeout_s=BOUND_S))
+    first = _accept(dying)
+    dying.close()
+    os.unlink(path)  # the second connection finds nothing
+    _handshake(first).close()
+    deadline = time.monotonic() + BOUND_S
+    while "waiting for a server at" not in caplog.text:  # the second connection found none
+        assert time.monotonic() < deadline and driver.status is None, caplog.text
+        time.sleep(0.01)
+    fresh = _listen(path)
+    try:
+        conns = [_handshake(_accept(fresh)) for _ in range(2)]  # the driver came back for both
+        for conn in conns:
+            conn.sendall(b"EXIT        ")
+        assert driver.join(BOUND_S) == 0, caplog.text
+    finally:
+        fresh.close()
+        os.unlink(path)
+    assert "ERROR" not in caplog.text and "within 0 s" not in caplog.text, caplog.text
+    assert "the server sent EXIT after 0 requests" in caplog.text
