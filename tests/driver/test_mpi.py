@@ -6,6 +6,7 @@ per-rank device choice; which transport flags go together."""
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,10 @@ def test_ranks_that_refuse_the_system_abort_the_job_instead_of_leaving_ipi_waiti
         assert (f"umadrive serve[rank {rank}]: ERROR: the request has 32 atoms, the template "
                 "structure has 4") in log, log
         assert ABORTED.replace("[rank 1]", f"[rank {rank}]") in log, log
+    # issue 11: an aborted job left MPICH's 2 MB /dev/shm/mpich_shm_* behind
+    removed = re.findall(r"removed (/dev/shm/mpich_shm_\S+) \(MPICH's shared memory", log)
+    assert removed, log
+    assert not any(Path(path).exists() for path in removed)
 
 
 # ---------------------------------------------------------------- fault injection

@@ -16,7 +16,7 @@ import pytest
 from tests.driver.threads import ServeThread
 from tests.reference import emt, sheared_copper, to_structure
 from umadrive.cli import main
-from umadrive.driver import make_backend
+from umadrive.driver import ServeOptions, ServeOptionsError, make_backend
 from umadrive.protocol import ForceServer, ProtocolError
 from umadrive.protocol.addresses import DEFAULT_PREFIX, Address
 from umadrive.testing import check_batch_equals_single
@@ -84,6 +84,8 @@ def test_stop_signal_while_waiting_for_a_server_exits_0(processes, tmp_path, soc
     (["--batch-window", "-1"], "batch_window_ms=-1.0 (--batch-window): expected 0 ms or more"),
     (["--log-every", "-5"], "log_every=-5 (--log-every): expected 0"),
     (["--model-kwargs", "[1]"], "--model-kwargs '[1]' must be a JSON object"),
+    (["--stop-grace", "-1"], "stop_grace_s=-1.0 (--stop-grace): expected 0 s or more"),
+    (["--stop-grace", "nan"], "stop_grace_s=nan (--stop-grace): expected 0 s or more"),
 ])
 def test_bad_serve_options_exit_2_before_loading(caplog, argv, message):
     status = main(["serve", "--model", "no-such-model.pt", "--structure", "no-such-file.extxyz",
@@ -158,3 +160,18 @@ def test_settings_file_fields_override_the_default_preset(uma, tmp_path):
     assert settings.activation_checkpointing is False
     assert settings.base_precision_dtype == torch.float64
     assert settings.internal_graph_gen_version == 2 and settings.merge_mole is False
+
+
+@pytest.mark.parametrize("flag", ["TT", "TTX", "1 1 1"])
+def test_a_bad_pbc_flag_is_refused_by_the_parser(capsys, flag):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--model", "ase:emt", "--structure", "x.extxyz", "--unix", "x",
+              "--pbc", flag])
+    assert exit_info.value.code == 2
+    assert "expected three letters T or F, one per lattice direction" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pbc", [(True, True), (1, 1, 1), "TTT"])
+def test_serve_options_pbc_must_be_three_booleans(pbc):
+    with pytest.raises(ServeOptionsError, match=r"\(--pbc\): expected three booleans"):
+        ServeOptions(pbc=pbc)

@@ -63,6 +63,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(any ase.io format, e.g. .extxyz) and exit without running",
     )
     parser.add_argument(
+        "--allow-no-stress",
+        action="store_true",
+        help="when the model computes no stress for the periodic box, give LAMMPS a zero "
+        "virial (with a warning) instead of stopping; right only when nothing uses the "
+        "pressure (no fix npt/nph)",
+    )
+    parser.add_argument(
         "--log", default="log.lammps", help="LAMMPS log file, 'none' for none (default: %(default)s)"
     )
 
@@ -177,6 +184,7 @@ def _run(args: argparse.Namespace) -> int:
     from umadrive.lammps.system import read_system, type_masses
     from umadrive.lammps.units import lammps_units
     from umadrive.lammps.mpich_runtime import import_lammps
+    from umadrive.mpich_shm import unlink_mapped_segments
 
     writing_template = args.write_template is not None
     address = None if writing_template else _server_address(args)
@@ -184,6 +192,7 @@ def _run(args: argparse.Namespace) -> int:
     script = split_script(args.script.read_text())
     fix = None if writing_template else check_external_fix(script)
     with import_lammps().lammps(cmdargs=_lammps_args(args)) as lmp:
+        unlink_mapped_segments()  # one process: attached; nothing is left in /dev/shm on a failure
         _commands(lmp, script.setup, args.script, "setup part (before the first run)")
         units = lammps_units(lmp.extract_global("units"))
         elements = type_elements(type_masses(lmp), names)
@@ -197,7 +206,8 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         if args.template is not None:
             _check_template(args.template, system.symbols)
-        _serve(lmp, args, address, script.dynamics, fix_id=fix.fix_id, system=system, units=units)
+        _serve(lmp, args, address, script.dynamics, fix_id=fix.fix_id, system=system, units=units,
+               allow_no_stress=args.allow_no_stress)
     return 0
 
 

@@ -6,7 +6,8 @@ onto :class:`~umadrive.driver.ServeOptions` and loads the backend.
 
 Exit status: 0 after EXIT, when an engine that never sent INIT (ASE, LAMMPS)
 closes between steps, or after SIGTERM/SIGINT (the request in flight is answered
-first); 1 when a request is refused, the peer breaks the protocol or dies, the
+first); 3 after a second SIGTERM/SIGINT, or when the request in flight outlasts
+``--stop-grace`` (it is not answered; the connections are closed cleanly); 1 when a request is refused, the peer breaks the protocol or dies, the
 model fails, or its result cannot be sent (nothing is sent in these cases;
 with ``--mpi`` the whole MPI job is aborted instead, since i-PI would wait
 forever for the answer); 2 for bad command-line values.
@@ -52,6 +53,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                             "time is then not paid in the first MD step)")
     model.add_argument("--model-kwargs", default="{}", metavar="JSON",
                        help="keyword arguments for an ASE calculator, as a JSON object")
+    model.add_argument("--pbc", type=_pbc_flags, metavar="TTT|FFF|...",
+                       help="periodicity per lattice direction to compute with, instead of the "
+                            "template's; without it a request whose cell differs from the "
+                            "template's periodicity is refused")
     where = parser.add_argument_group("address (unix socket, or --host/--port for TCP)")
     add_address_arguments(where, host_help="TCP host (default localhost when --port is given)")
     _add_transport_arguments(parser)
@@ -64,10 +69,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
                               "that sent requests before (default %(default)s)")
     serving.add_argument("--persist", action="store_true",
                          help="after the engine ends, wait for the next one (retrying with up to "
-                              "2 s between tries) with the model still loaded; stop with SIGTERM")
+                              "2 s between tries, 8 s after the same failure again) with the "
+                              "model still loaded; stop with SIGTERM")
     serving.add_argument("--connect-timeout", type=float, default=60.0, metavar="S",
                          help="keep trying to connect for S seconds (default %(default)s; "
                               "no limit with --persist)")
+    serving.add_argument("--stop-grace", type=float, default=30.0, metavar="S",
+                         help="after SIGTERM/SIGINT, give the request in flight S seconds to "
+                              "be answered, then exit (status 3) without answering; a second "
+                              "signal exits at once (default %(default)s; inf: no limit)")
     serving.add_argument("--max-atoms", type=int, default=DEFAULT_MAX_ATOMS,
                          help="refuse requests announcing more atoms (default %(default)s)")
     report = parser.add_argument_group("reporting")
@@ -102,7 +112,16 @@ def serve_options(args: argparse.Namespace) -> ServeOptions:
         mpi_name=args.mpi_name, connections=args.connections, batch_window_ms=args.batch_window,
         persist=args.persist, connect_timeout_s=args.connect_timeout, max_atoms=args.max_atoms,
         warmup=args.warmup, log_every=args.log_every, log_json=args.log_json,
-        extras=args.extras)
+        extras=args.extras, pbc=args.pbc, stop_grace_s=args.stop_grace)
+
+
+def _pbc_flags(text: str) -> tuple[bool, bool, bool]:
+    """``--pbc TTF`` -> (True, True, False)."""
+    flags = text.upper()
+    if len(flags) != 3 or set(flags) - {"T", "F"}:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected three letters T or F, one per "
+                                         "lattice direction, e.g. TTT or TTF")
+    return tuple(flag == "T" for flag in flags)
 
 
 def parse_address(args: argparse.Namespace) -> Address | None:
@@ -162,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
                         f"{len(template)} atoms, {template.get_chemical_formula()}",
                         model=backend.name, seconds=time.perf_counter() - start,
                         atoms=len(template))
-        with StopSignal() as stop:
+        with StopSignal(grace_s=options.stop_grace_s) as stop:
             status = serve(backend, template, address, options, stop=stop, serve_log=serve_log)
     log.info("exiting with status %d", status)
     return status

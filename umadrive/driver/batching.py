@@ -25,9 +25,11 @@ log = logging.getLogger("umadrive.driver")
 class RequestPool(Protocol):
     """Where requests come from and answers go: a transport (see
     :class:`~umadrive.driver.connections.ConnectionPool`). ``outcome`` after the
-    run: ``"EXIT"``, ``"EOF"`` or ``"failed"``."""
+    run: ``"EXIT"``, ``"EOF"`` or ``"failed"``; ``failures``: the error messages
+    of the run."""
 
     outcome: str
+    failures: list[str]
 
     def gather(self) -> Gathered:
         """The requests waiting now (blocks for the first); none when the run is over."""
@@ -47,25 +49,28 @@ class RequestPool(Protocol):
 
 
 def serve_requests(pool: RequestPool, backend: Backend, template: ase.Atoms, *,
-                   serve_log: ServeLog, stop: StopFlag, extras: bool = False) -> None:
+                   serve_log: ServeLog, stop: StopFlag, extras: bool = False,
+                   pbc: tuple[bool, bool, bool] | None = None) -> None:
     """Serves until the pool has no more requests or a stop signal arrived (the
     requests already read are answered first). ``extras``: add the model name,
-    step number, model time and step size to every reply's extras."""
+    step number, model time and step size to every reply's extras. ``pbc``:
+    overrides the template's periodicity (see
+    :func:`~umadrive.driver.requests.check_structure`)."""
     while True:
         gathered = pool.gather()
         if gathered.pending:
-            _step(pool, backend, template, gathered, serve_log, extras)
+            _step(pool, backend, template, gathered, serve_log, extras, pbc)
         if not gathered.pending or stop.requested is not None:
             return
 
 
 def _step(pool: RequestPool, backend: Backend, template: ase.Atoms, gathered: Gathered,
-          serve_log: ServeLog, extras: bool) -> None:
+          serve_log: ServeLog, extras: bool, pbc: tuple[bool, bool, bool] | None) -> None:
     start = time.perf_counter()
     accepted: list[tuple[Pending, list[Structure]]] = []
     for pending in gathered.pending:
         try:
-            accepted.append((pending, [check_structure(s, template)
+            accepted.append((pending, [check_structure(s, template, pbc=pbc)
                                        for s in pending.request.structures]))
         except RequestError as error:
             pool.drop(pending, f"{error}")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from umadrive.driver.lifecycle import StopFlag
 from umadrive.protocol import DriverConnection, ProtocolError, Request, connect
 from umadrive.protocol.addresses import Address
+from umadrive.protocol.errors import ReadInterrupted
 from umadrive.protocol.shm import connect_shm
 
 if TYPE_CHECKING:
@@ -59,14 +60,22 @@ class ConnectionPool:
     server closed between steps, which is how ASE and LAMMPS end a run) or
     ``"failed"`` (a protocol error, a server gone mid-exchange or one that
     promised EXIT and closed instead, or a request this side refused).
+    ``failures``: the error messages of the run; each is logged once, and not
+    at all when in ``quiet`` (the failures of the run before).
+
+    EXIT on one connection ends the run on all: the server is ending, and its
+    other connections may see it close without EXIT of their own.
     """
 
     _RANK = {"EXIT": 0, "EOF": 1, "failed": 2}
 
     def __init__(self, connections: list[DriverConnection], stop: StopFlag, *,
-                 batch_window: float = 0.0) -> None:
+                 batch_window: float = 0.0, quiet: frozenset[str] = frozenset()) -> None:
         self._stop = stop
         self._batch_window = batch_window
+        self._quiet = quiet
+        self.failures: list[str] = []
+        stop.on_forced_exit.append(self._abandon)
         self._active: set[DriverConnection] = set()  # have sent a request in this run
         self._selector = selectors.DefaultSelector()
         self._selector.register(stop, selectors.EVENT_READ)
@@ -109,6 +118,7 @@ class ConnectionPool:
                     self._busy.add(connection)
                     self._selector.unregister(connection)
         end = time.perf_counter()
+        pending = [p for p in pending if p.connection in self._busy]  # none after an EXIT
         return Gathered(pending, wait_s=first - start, receive_s=end - first)
 
     def deliver(self, answered: list[Pending]) -> None:
@@ -119,6 +129,10 @@ class ConnectionPool:
             try:
                 while connection.state == "HAVEDATA" and connection.end_reason is None:
                     connection.read_message()
+            except ReadInterrupted as error:
+                log.info("%s; closing, the answer not taken", error)
+                self._forget(connection)
+                continue
             except ProtocolError as error:
                 self._fail(connection, f"{error} (the server went away before taking the answer)")
                 continue
@@ -138,15 +152,31 @@ class ConnectionPool:
     def close(self) -> None:
         """Closes every connection still open (replies not yet fetched are lost:
         call :meth:`deliver` first)."""
+        self._stop.on_forced_exit.remove(self._abandon)
         for connection in list(self._idle | self._busy):
             self._forget(connection)
         self._selector.close()
 
+    def _abandon(self) -> None:
+        """Closes every connection from another thread, for a forced exit: the
+        server sees an end of stream (unread input is drained), never a reset."""
+        for connection in list(self._idle) + list(self._busy):
+            connection.close()
+
     def _read(self, connection: DriverConnection) -> Request | None:
         try:
             request = connection.read_message()
+        except ReadInterrupted as error:
+            log.info("%s; closing without answering", error)
+            self._forget(connection)
+            return None
         except ProtocolError as error:
             self._fail(connection, f"{error}")
+            return None
+        if connection.end_reason == "EXIT":
+            self._worsen("EXIT")
+            for other in list(self._idle | self._busy):
+                self._forget(other)
             return None
         if connection.end_reason is not None:
             self._end(connection)
@@ -165,7 +195,9 @@ class ConnectionPool:
         self._forget(connection)
 
     def _fail(self, connection: DriverConnection, message: str) -> None:
-        log.error("%s", message)
+        if message not in self._quiet and message not in self.failures:
+            log.error("%s", message)  # once: i-PI hands a refused request to the next connection
+        self.failures.append(message)
         self._worsen("failed")
         self._forget(connection)
 
@@ -199,6 +231,9 @@ def open_connections(address: Address, count: int, *, stop: StopFlag, timeout: f
     Retries while nothing listens there, with intervals doubling from 0.1 s to
     2 s, for up to ``timeout`` seconds (None: until a stop signal). Returns None
     when a stop signal arrived; raises :class:`ProtocolError` when the time is up.
+    A connection after the first that finds nothing listening, or a server
+    that closes at once, counts as nothing listening (a server that is ending,
+    e.g. an i-PI that just sent EXIT): all are closed and tried again.
 
     With several connections, each one answers the server's first STATUS before
     the next connects: i-PI hand-shakes every client it accepts before it
@@ -215,21 +250,31 @@ def open_connections(address: Address, count: int, *, stop: StopFlag, timeout: f
         connections: list[DriverConnection] = []
         try:
             for _ in range(count):
-                connections.append(connect_one(**where, timeout=0, max_atoms=max_atoms,
-                                               expected_atoms=expected_atoms))
+                try:
+                    connection = connect_one(**where, timeout=0, max_atoms=max_atoms,
+                                             expected_atoms=expected_atoms, interrupt=stop)
+                except ProtocolError:  # refused, or no socket file: see connect_with_retry
+                    raise _NothingListening from None
+                connections.append(connection)
                 if count > 1:
                     _answer_first_status(connections[-1])
             return connections
-        except ProtocolError:
+        except _NothingListening:
+            # nothing listens, or no longer: a server that is ending (e.g. a
+            # finished i-PI reached by a --persist reconnect) counts as none
             for connection in connections:
                 connection.close()
-            if connections:
-                raise  # the server is there but broke off: not a reason to wait
             if deadline is not None and time.monotonic() >= deadline:
                 raise ProtocolError(
                     str(address), f"a listening server within {timeout:g} s (start i-PI/ASE "
                     "first, check the address, or raise --connect-timeout)", "nothing listening"
                 ) from None
+        except ProtocolError as error:
+            for connection in connections:
+                connection.close()
+            if isinstance(error, ReadInterrupted):
+                return None  # stopped during a handshake
+            raise  # the server is there but broke off: not a reason to wait
         if interval == _FIRST_RETRY_INTERVAL_S:
             log.info("waiting for a server at %s", address)
         wait = interval if deadline is None else min(interval, max(deadline - time.monotonic(), 0))
@@ -237,6 +282,10 @@ def open_connections(address: Address, count: int, *, stop: StopFlag, timeout: f
             break
         interval = min(2 * interval, MAX_RETRY_INTERVAL_S)
     return None
+
+
+class _NothingListening(Exception):
+    """No server to connect to (any more) at the address."""
 
 
 def _answer_first_status(connection: DriverConnection) -> None:
@@ -247,3 +296,5 @@ def _answer_first_status(connection: DriverConnection) -> None:
     if connection.read_message() is not None:
         raise ProtocolError(connection.peer, "STATUS as the first message (--connections N > 1 "
                                              "is for i-PI)", "POSDATA")
+    if connection.end_reason is not None:
+        raise _NothingListening  # a server ending: it closed (or sent EXIT) at once

@@ -16,6 +16,7 @@ import logging
 import time
 
 from umadrive.driver.connections import Gathered, Pending
+from umadrive.mpich_shm import unlink_mapped_segments
 from umadrive.protocol.errors import ProtocolError
 from umadrive.protocol.mpi import MpiConnection
 
@@ -33,6 +34,7 @@ class MpiPool:
     def __init__(self, connection: MpiConnection) -> None:
         self._connection = connection
         self.outcome = "EXIT"
+        self.failures: list[str] = []
         self._over = False
 
     def gather(self) -> Gathered:
@@ -64,11 +66,14 @@ class MpiPool:
         if self.outcome == "failed":
             log.error("aborting the MPI job, i-PI included: i-PI would wait forever for "
                       "this rank's answer")
+            for path in unlink_mapped_segments():  # an aborted job never finalizes to do it
+                log.info("removed %s (MPICH's shared memory of this job)", path)
             time.sleep(_FORWARD_OUTPUT_S)
             self._connection.abort(1)
         self._connection.close()
 
     def _fail(self, message: str) -> None:
         log.error("%s", message)
+        self.failures.append(message)
         self.outcome = "failed"
         self._over = True

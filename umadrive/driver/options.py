@@ -20,6 +20,7 @@ _LOWER_LIMITS = (
     ("connect_timeout_s", "--connect-timeout", 0, "0 s"),
     ("max_atoms", "--max-atoms", 1, "1"),
     ("log_every", "--log-every", 0, "0 (no status lines)"),
+    ("stop_grace_s", "--stop-grace", 0, "0 s"),
 )
 _INTEGERS = ("connections", "max_atoms", "log_every")
 
@@ -48,6 +49,15 @@ class ServeOptions:
     log_every: a status line every this many forward passes (0: none).
     log_json: a file the status lines, events and summary are appended to as JSON lines.
     extras: send the model name, step, model time and step size with every result.
+    pbc: the periodicity to compute with, per lattice direction, instead of the
+        template's (``--pbc TTF``); None: the template's, and a request whose
+        cell differs (a lattice vector where the template has none, or none
+        where it has one) is refused.
+    stop_grace_s: after a stop signal, how long the request in flight may take
+        before ``umadrive serve`` ends without answering it (exit status 3;
+        inf: no limit, a second signal still ends it). Used by the command's
+        :class:`~umadrive.driver.lifecycle.StopSignal`; an embedding program
+        stops :func:`~umadrive.driver.serve` through its own ``StopFlag``.
     """
 
     transport: str = "socket"
@@ -61,6 +71,8 @@ class ServeOptions:
     log_every: int = 100
     log_json: str | os.PathLike | None = None
     extras: bool = False
+    pbc: tuple[bool, bool, bool] | None = None
+    stop_grace_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.transport not in TRANSPORTS:
@@ -71,6 +83,13 @@ class ServeOptions:
                 raise ServeOptionsError(f"{name}={value!r} ({flag}): expected an integer")
             if value < low:
                 raise ServeOptionsError(f"{name}={value} ({flag}): expected {low_text} or more")
+        if self.stop_grace_s != self.stop_grace_s:  # NaN passes the lower limit
+            raise ServeOptionsError("stop_grace_s=nan (--stop-grace): expected 0 s or more "
+                                    "(inf: no limit)")
+        if self.pbc is not None and (len(self.pbc) != 3
+                                     or not all(isinstance(p, bool) for p in self.pbc)):
+            raise ServeOptionsError(f"pbc={self.pbc!r} (--pbc): expected three booleans, one per "
+                                    "lattice direction (on the command line e.g. TTT or TTF)")
         if self.mpi_name and self.transport != "mpi":
             raise ServeOptionsError(f"mpi_name={self.mpi_name!r} (--mpi-name) only applies with "
                                     "transport='mpi' (--mpi)")

@@ -14,13 +14,21 @@ class RequestError(ValueError):
     expectation and the fix."""
 
 
-def check_structure(structure: Structure, template: ase.Atoms) -> Structure:
-    """Returns ``structure`` with the periodicity the template allows (a direction
-    is periodic when the template says so and the request's lattice vector is not
-    zero). Raises :class:`RequestError` for another atom count, non-finite
-    positions or cell, or a cell :func:`~umadrive.cell.check_cell` refuses for a
+def check_structure(structure: Structure, template: ase.Atoms, *,
+                    pbc: tuple[bool, bool, bool] | None = None) -> Structure:
+    """Returns ``structure`` with the periodicity it is computed with. Raises
+    :class:`RequestError` for another atom count, non-finite positions or cell,
+    a periodicity that differs from the template's, or a cell
+    :func:`~umadrive.cell.check_cell` refuses for a
     :data:`~umadrive.cell.REFERENCE_CUTOFF` neighbour search (singular, or too
-    thin: any backend would compute for ever)."""
+    thin: any backend would compute for ever).
+
+    The engine's periodicity is where it sends a non-zero lattice vector; it
+    must be the template's (an engine sending a cell for a template without
+    one, or none for a periodic template, would silently get other physics).
+    ``pbc`` (``--pbc``) overrides the template's: directions it marks periodic
+    need a non-zero lattice vector, the others are computed without the
+    engine's vector along them."""
     expected = len(template)
     if structure.n_atoms != expected:
         raise RequestError(
@@ -35,9 +43,38 @@ def check_structure(structure: Structure, template: ase.Atoms) -> Structure:
                 f"non-finite {name} in the request (row {row}: {values[row].tolist()} {unit}); "
                 "expected finite values: the simulation has blown up upstream"
             )
-    pbc = np.asarray(structure.pbc) & np.asarray(template.pbc, dtype=bool)
+    sent = np.asarray(structure.pbc, dtype=bool)
+    periodic = _check_periodicity(sent, structure.cell, template, pbc)
     try:
-        check_cell(structure.cell, pbc, REFERENCE_CUTOFF)
+        check_cell(structure.cell, periodic, REFERENCE_CUTOFF)
     except CellError as error:
         raise RequestError(f"{error}") from None
-    return Structure(positions=structure.positions, cell=structure.cell, pbc=pbc)
+    return Structure(positions=structure.positions, cell=structure.cell, pbc=periodic)
+
+
+def _check_periodicity(sent: np.ndarray, cell: np.ndarray, template: ase.Atoms,
+                       pbc: tuple[bool, bool, bool] | None) -> np.ndarray:
+    lengths = ", ".join(f"{length:.4g}" for length in np.linalg.norm(cell, axis=1))
+    engine = f"the engine sends lattice vectors of lengths {lengths} Å (pbc {_flags(sent)})"
+    if pbc is None:
+        wanted = np.asarray(template.pbc, dtype=bool)
+        if not np.array_equal(wanted, sent):
+            raise RequestError(
+                f"{engine}, but the template structure has pbc {_flags(wanted)}: computing it "
+                "would silently give other physics. Give --structure a template with the "
+                f"engine's cell, or say which directions are periodic with --pbc "
+                f"(--pbc {_flags(sent)}: as the engine sends it; --pbc {_flags(wanted & sent)}: "
+                "ignore the engine's cell where the template has none)")
+        return wanted
+    wanted = np.asarray(pbc, dtype=bool)
+    if (wanted & ~sent).any():
+        raise RequestError(
+            f"{engine}, but --pbc {_flags(wanted)} asks for a periodic direction where the "
+            f"lattice vector is zero; use --pbc {_flags(wanted & sent)} or give the engine a "
+            "cell in those directions")
+    return wanted
+
+
+def _flags(pbc: np.ndarray) -> str:
+    """(3,) bool as ``--pbc`` writes it, e.g. ``TTF``."""
+    return "".join("T" if p else "F" for p in pbc)

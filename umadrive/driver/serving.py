@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("umadrive.driver")
 
 _FIRST_RETRY_AFTER_FAILURE_S = 0.5
+_MAX_RETRY_AFTER_REPEATED_FAILURE_S = 8.0
 _OUTCOMES = {
     "EXIT": "the server sent EXIT",
     "EOF": "the server closed the connection",
@@ -92,14 +93,18 @@ def _warm_up(backend: Backend, template: ase.Atoms, serve_log: ServeLog) -> None
 
 def _serve_runs(backend: Backend, template: ase.Atoms, address: Address | None,
                 options: ServeOptions, stop: StopFlag, serve_log: ServeLog) -> int:
-    """Serves one engine run, or one after another with ``persist``."""
+    """Serves one engine run, or one after another with ``persist``. A run that
+    fails the same way as the one before (say a server that keeps sending a
+    system of another atom count) is retried with growing pauses, up to
+    :data:`_MAX_RETRY_AFTER_REPEATED_FAILURE_S`, and logged once, not per retry."""
     from umadrive.driver.batching import serve_requests
-    from umadrive.driver.connections import MAX_RETRY_INTERVAL_S
 
     retry_s = _FIRST_RETRY_AFTER_FAILURE_S
+    previous_failures: frozenset[str] = frozenset()
     while True:
         try:
-            pool = open_pool(options, address, stop, serve_log, expected_atoms=len(template))
+            pool = open_pool(options, address, stop, serve_log, expected_atoms=len(template),
+                             quiet=previous_failures)
         except (ProtocolError, OSError, ImportError) as error:  # ImportError: mpi, no mpi4py
             log.error("%s", error)
             return 1
@@ -108,21 +113,34 @@ def _serve_runs(backend: Backend, template: ase.Atoms, address: Address | None,
         requests_before = serve_log.total.requests
         try:
             serve_requests(pool, backend, template, serve_log=serve_log, stop=stop,
-                           extras=options.extras)
+                           extras=options.extras, pbc=options.pbc)
         finally:
             pool.close()
         outcome = "stopped" if stop.requested else pool.outcome
+        failures = frozenset(pool.failures)
+        repeated = outcome == "failed" and bool(failures) and failures <= previous_failures
         requests = serve_log.total.requests - requests_before
         serve_log.event("run_end", f"{_OUTCOMES[outcome].format(stop.requested)} after "
-                        f"{requests} requests", outcome=outcome, requests=requests)
+                        f"{requests} requests", quiet=repeated, outcome=outcome,
+                        requests=requests)
         if stop.requested:
             return 0
         if not options.persist:
             return 0 if outcome in ("EXIT", "EOF") else 1
         if outcome == "failed":  # the same server may fail the same way again: do not hammer it
-            log.info("waiting %.1f s before connecting again", retry_s)
-            if stop.wait(retry_s):
-                return 0
-            retry_s = min(2 * retry_s, MAX_RETRY_INTERVAL_S)
+            if repeated:
+                if retry_s == _FIRST_RETRY_AFTER_FAILURE_S:
+                    log.info("the same failure again: retrying with pauses growing to %g s, "
+                             "without logging it again (stop with SIGTERM)",
+                             _MAX_RETRY_AFTER_REPEATED_FAILURE_S)
+                retry_s = min(2 * retry_s, _MAX_RETRY_AFTER_REPEATED_FAILURE_S)
+            else:
+                retry_s = _FIRST_RETRY_AFTER_FAILURE_S
+                log.info("waiting %.1f s before connecting again", retry_s)
+            previous_failures = failures
         else:
+            # a finished server may still accept for a moment: give it time to go
             retry_s = _FIRST_RETRY_AFTER_FAILURE_S
+            previous_failures = frozenset()
+        if stop.wait(retry_s):
+            return 0

@@ -88,9 +88,10 @@ class ServeLog:
         self.total = Totals()
         self._span = Totals()
 
-    def event(self, name: str, message: str, **fields: object) -> None:
-        """Logs ``message`` and writes ``{"event": name, **fields}`` as a JSON line."""
-        log.info("%s", message)
+    def event(self, name: str, message: str, *, quiet: bool = False, **fields: object) -> None:
+        """Logs ``message`` (at debug level when ``quiet``) and writes
+        ``{"event": name, **fields}`` as a JSON line."""
+        log.log(logging.DEBUG if quiet else logging.INFO, "%s", message)
         self._write({"event": name, **fields})
 
     def step(self, record: StepRecord) -> None:

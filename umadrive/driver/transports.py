@@ -8,6 +8,7 @@ import os
 from typing import TYPE_CHECKING
 
 from umadrive.driver.ranks import Rank, launcher_rank, rank_device
+from umadrive.mpich_shm import unlink_mapped_segments
 
 if TYPE_CHECKING:
     from umadrive.driver.batching import RequestPool
@@ -38,16 +39,19 @@ def choose_device(requested: str, rank: Rank | None) -> str:
 
 
 def open_pool(options: ServeOptions, address: Address | None, stop: StopFlag,
-              serve_log: ServeLog, *, expected_atoms: int | None = None) -> RequestPool | None:
+              serve_log: ServeLog, *, expected_atoms: int | None = None,
+              quiet: frozenset[str] = frozenset()) -> RequestPool | None:
     """The transport ``options`` ask for, connected: connections to the server at
     ``address`` (plain or shared memory), or this MPI rank of i-PI's job
-    (``address`` None). Returns None if a stop came first; raises
+    (``address`` None). ``quiet``: failures of the run before, not logged again
+    (nor the connection). Returns None if a stop came first; raises
     ProtocolError/OSError when it cannot be opened."""
     if options.transport == "mpi":
         from umadrive.driver.mpi_pool import MpiPool
         from umadrive.protocol.mpi import connect_mpi
 
         connection = connect_mpi(name=options.mpi_name, max_atoms=options.max_atoms)
+        stop.on_forced_exit.append(unlink_mapped_segments)  # the job never finalizes then
         serve_log.event("connected", f"connected to {connection.peer} as MPI rank "
                         f"{connection.rank}", transport="mpi", peer=connection.peer,
                         rank=connection.rank)
@@ -65,5 +69,6 @@ def open_pool(options: ServeOptions, address: Address | None, stop: StopFlag,
     serve_log.event("connected",
                     f"connected to {address} ({'shared memory, ' if shm else ''}{count})",
                     transport=options.transport, address=str(address),
-                    connections=len(connections))
-    return ConnectionPool(connections, stop, batch_window=options.batch_window_ms / 1e3)
+                    connections=len(connections), quiet=bool(quiet))
+    return ConnectionPool(connections, stop, batch_window=options.batch_window_ms / 1e3,
+                          quiet=quiet)

@@ -15,6 +15,7 @@ goes to ``on_failure``, which must not return: it ends the process.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -41,6 +42,8 @@ class LammpsBridge:
     compute: Structure (Å, eV) -> Prediction; raises on failure.
     on_failure: called with (timestep, error) when a step cannot be served;
         never returns.
+    allow_no_stress: for a periodic box the model answers without a stress,
+        give LAMMPS a zero virial (with a warning on stderr) instead of stopping.
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class LammpsBridge:
         units: LammpsUnits,
         compute: Callable[[Structure], Prediction],
         on_failure: Callable[[int, BaseException], NoReturn],
+        allow_no_stress: bool = False,
     ) -> None:
         if not lmp.has_id("fix", fix_id):
             raise LammpsInputError(
@@ -64,6 +68,8 @@ class LammpsBridge:
         self._units = units
         self._compute = compute
         self._on_failure = on_failure
+        self._allow_no_stress = allow_no_stress
+        self._warned_no_stress = False
         self.calls = 0
         self.compute_seconds = 0.0
 
@@ -132,11 +138,18 @@ class LammpsBridge:
         if not prediction.is_finite():
             raise ValueError("the model returned a non-finite energy, force or stress")
         if prediction.stress is None:
-            if bool(np.all(structure.pbc)):
+            if bool(np.all(structure.pbc)) and not self._allow_no_stress:
                 raise ValueError(
                     "the model returned no stress for a periodic box, so LAMMPS's pressure "
-                    "and fix npt would miss the model's virial"
+                    "and fix npt would miss the model's virial; serve a model that computes "
+                    "stress, or give umadrive lammps --allow-no-stress to use a zero virial "
+                    "(right only when nothing uses the pressure: no fix npt/nph, no press)"
                 )
+            if bool(np.all(structure.pbc)) and not self._warned_no_stress:
+                self._warned_no_stress = True
+                print("umadrive lammps: warning: the model computes no stress; LAMMPS gets a "
+                      "zero virial (--allow-no-stress): its pressure misses the model's part",
+                      file=sys.stderr, flush=True)
             return np.zeros(6)
         virial = stress_virial(prediction.stress, structure.volume)
         return np.array([virial[i, j] for i, j in _VIRIAL_VOIGT])

@@ -18,7 +18,7 @@ import numpy as np
 from umadrive.protocol import messages as msg
 from umadrive.protocol.addresses import DEFAULT_PREFIX, connect_with_retry, resolve_address
 from umadrive.protocol.errors import ProtocolError, UnsendableReplyError
-from umadrive.protocol.units import prediction_to_wire, structure_from_wire
+from umadrive.protocol.units import NO_STRESS_EXTRA, prediction_to_wire, structure_from_wire
 from umadrive.structure import Prediction, Structure
 
 InitInfo = msg.InitInfo
@@ -188,7 +188,9 @@ def wire_results(
     predictions: Sequence[Prediction], structures: Sequence[Structure]
 ) -> list[msg.WireResult]:
     """The wire form of one prediction per structure, checked before anything is
-    sent: the count, every atom count, finiteness and the extras. Raises
+    sent: the count, every atom count, finiteness and the extras. A periodic
+    structure's prediction without a stress goes out with a zero virial marked
+    :data:`~umadrive.protocol.units.NO_STRESS_EXTRA` in its extras. Raises
     :class:`UnsendableReplyError` naming the structure and the value."""
     if len(predictions) != len(structures):
         raise UnsendableReplyError(
@@ -210,7 +212,10 @@ def wire_results(
                 f"(energy {prediction.energy}, {np.count_nonzero(~np.isfinite(forces))} "
                 "non-finite force components or a non-finite stress); not sent"
             )
-        results.append(msg.WireResult(energy, forces, virial, encode_extras(prediction.extras)))
+        extras = prediction.extras
+        if prediction.stress is None and structure.volume > 0.0:  # the zero virial is no value
+            extras = {**(extras or {}), NO_STRESS_EXTRA: True}
+        results.append(msg.WireResult(energy, forces, virial, encode_extras(extras)))
     return results
 
 
@@ -238,12 +243,15 @@ def connect(
     timeout: float = 60.0,
     max_atoms: int = msg.DEFAULT_MAX_ATOMS,
     expected_atoms: int | None = None,
+    interrupt: msg.Interrupt | None = None,
 ) -> DriverConnection:
     """Connects to the server at ``prefix + unix`` or ``host:port``, retrying for
     up to ``timeout`` seconds while it is not listening yet. ``max_atoms`` caps
     the ``nat`` a POSDATA may announce (times the batch size); ``expected_atoms``,
-    when given, is the only ``nat`` accepted."""
+    when given, is the only ``nat`` accepted; ``interrupt``: reads give up once it
+    asks for a stop and the server stays silent (see :class:`~umadrive.protocol.
+    messages.Channel`)."""
     address = resolve_address(unix=unix, prefix=prefix, host=host, port=port)
     sock = connect_with_retry(address, timeout)
-    return DriverConnection(msg.Channel(sock, f"server {address}"), max_atoms=max_atoms,
-                            expected_atoms=expected_atoms)
+    return DriverConnection(msg.Channel(sock, f"server {address}", interrupt=interrupt),
+                            max_atoms=max_atoms, expected_atoms=expected_atoms)

@@ -15,6 +15,11 @@ class ProtocolError(Exception):
         self.received = received
 
 
+class ReadInterrupted(ProtocolError):
+    """A read given up because a stop was asked for and the peer stayed silent
+    (see :class:`umadrive.protocol.messages.Channel`)."""
+
+
 class UnsendableReplyError(ValueError):
     """A reply this side was asked to send is wrong (count, atom count, non-finite
     values, bad extras); nothing was sent."""

@@ -9,12 +9,14 @@ goes out in one ``sendall``.
 
 from __future__ import annotations
 
+import select
 import socket
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from umadrive.protocol.errors import ProtocolError
+from umadrive.protocol.errors import ProtocolError, ReadInterrupted
 
 HEADER_LENGTH = 12
 
@@ -50,13 +52,31 @@ def header_name(header: bytes) -> str:
         return repr(header)
 
 
+STOP_PATIENCE_S = 2.0
+"""Once a stop is asked for, a read waits at most this long for each next byte
+of the peer (enough for a reply's round trip; a silent peer is given up)."""
+
+
+class Interrupt(Protocol):
+    """What a :class:`Channel` waits on besides its socket: readable once a stop
+    is asked for (e.g. :class:`umadrive.driver.lifecycle.StopFlag`)."""
+
+    requested: str | None  # why the stop was asked for, once it was
+
+    def fileno(self) -> int: ...
+
+
 class Channel:
     """A connected socket that reads exact byte counts and names its peer in
-    every error."""
+    every error. With ``interrupt``, every read that has to wait also waits on
+    it: once a stop is asked for, a peer that stays silent for
+    :data:`STOP_PATIENCE_S` makes the read raise :class:`ReadInterrupted`
+    (a half-read message included), instead of blocking until the peer closes."""
 
-    def __init__(self, sock: socket.socket, peer: str) -> None:
+    def __init__(self, sock: socket.socket, peer: str, *, interrupt: Interrupt | None = None) -> None:
         self.sock = sock
         self.peer = peer
+        self.interrupt = interrupt
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -76,7 +96,10 @@ class Channel:
         received = 0
         while received < nbytes:
             try:
+                self._wait_readable(f"{nbytes} bytes of {what}", received)
                 count = self.sock.recv_into(view[received:], nbytes - received)
+            except ReadInterrupted:
+                raise
             except OSError as error:
                 raise ProtocolError(
                     self.peer, f"{nbytes} bytes of {what}", f"{error} after {received} bytes"
@@ -92,6 +115,7 @@ class Channel:
     def read_header(self, expected: str) -> bytes | None:
         """The next 12-byte header, or None when the peer closed the connection
         cleanly before sending any byte of it."""
+        self._wait_readable(expected, 0)
         try:
             first = self.sock.recv(HEADER_LENGTH)
         except ConnectionResetError:
@@ -103,6 +127,26 @@ class Channel:
         if len(first) == HEADER_LENGTH:
             return bytes(first)
         return first + bytes(self.read_exact(HEADER_LENGTH - len(first), f"a header ({expected})"))
+
+    def _wait_readable(self, what: str, received: int) -> None:
+        """Returns once the socket has bytes (or an end of stream) to read; with
+        an interrupt, raises :class:`ReadInterrupted` when a stop was asked for
+        and the peer then stayed silent for :data:`STOP_PATIENCE_S`."""
+        interrupt = self.interrupt
+        if interrupt is None:
+            return
+        if interrupt.requested is None:
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+            poller.register(interrupt, select.POLLIN)
+            if any(fd == self.sock.fileno() for fd, _ in poller.poll()):
+                return
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        if not poller.poll(1e3 * STOP_PATIENCE_S):
+            raise ReadInterrupted(
+                self.peer, what, f"nothing for {STOP_PATIENCE_S:g} s after {received} bytes "
+                f"while stopping ({interrupt.requested})")
 
     def read_int32(self, what: str) -> int:
         return int(np.frombuffer(self.read_exact(4, what), dtype=_I32)[0])

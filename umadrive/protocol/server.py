@@ -94,7 +94,8 @@ class ForceServer:
 
     def compute(self, structures: Sequence[Structure]) -> list[Prediction]:
         """Sends the structures and returns the driver's predictions (eV, eV/Å,
-        stress eV/Å³ or None, extras). One structure uses the plain layout unless
+        stress eV/Å³ or None when not periodic in 3D or the driver had none,
+        extras). One structure uses the plain layout unless
         the server is batched; a batched server pads a short batch with copies of
         the last structure, like i-PI, and drops their results."""
         channel = self._connected()

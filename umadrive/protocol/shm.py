@@ -153,12 +153,15 @@ def connect_shm(
     timeout: float = 60.0,
     max_atoms: int = msg.DEFAULT_MAX_ATOMS,
     expected_atoms: int | None = None,
+    interrupt: msg.Interrupt | None = None,
 ) -> SharedMemoryConnection:
     """Connects to i-PI's ``<ffsocket mode="shm">`` at the unix socket ``prefix +
     unix`` (the control channel), retrying for up to ``timeout`` seconds.
     ``max_atoms`` caps the ``nat`` POSDATA announces (times the batch size);
-    ``expected_atoms``, when given, is the only ``nat`` accepted."""
+    ``expected_atoms``, when given, is the only ``nat`` accepted; ``interrupt`` as
+    for :func:`~umadrive.protocol.client.connect`."""
     address = resolve_address(unix=unix, prefix=prefix, host=None, port=None)
     sock = connect_with_retry(address, timeout)
-    return SharedMemoryConnection(msg.Channel(sock, f"server {address} (shared memory)"),
+    return SharedMemoryConnection(msg.Channel(sock, f"server {address} (shared memory)",
+                                              interrupt=interrupt),
                                   max_atoms=max_atoms, expected_atoms=expected_atoms)

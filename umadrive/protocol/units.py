@@ -19,6 +19,11 @@ from umadrive.structure import Prediction, Structure, virial as stress_virial
 
 _FORCE_TO_WIRE = Bohr / Hartree  # eV/Å -> Hartree/Bohr
 
+NO_STRESS_EXTRA = "no_stress"
+"""The extras key (value ``true``) a driver sends with the zero virial of a
+periodic structure whose prediction has no stress: the wire always carries a
+virial, so without it a zero sent for "none" would read as a true zero."""
+
 
 def structure_from_wire(h: np.ndarray, positions: np.ndarray) -> Structure:
     """h: (3, 3) Bohr, lattice vectors as columns; positions: (n, 3) Bohr.
@@ -67,11 +72,15 @@ def prediction_from_wire(
 ) -> Prediction:
     """energy: Hartree; forces: (n, 3) Hartree/Bohr; virial: (3, 3) Hartree.
 
-    The stress is the inverse of :func:`~umadrive.structure.virial` (eV/Å³) when the structure has a volume (periodic
-    in all three directions), else None."""
+    The stress is the inverse of :func:`~umadrive.structure.virial` (eV/Å³) when
+    the structure has a volume (periodic in all three directions) and the driver
+    computed one, else None: ``extras`` marked :data:`NO_STRESS_EXTRA` say the
+    virial is a stand-in zero (the mark is removed from the extras returned)."""
     volume = structure.volume
     stress = None
-    if volume > 0.0:
+    if extras is not None and extras.get(NO_STRESS_EXTRA) is True:
+        extras = {key: value for key, value in extras.items() if key != NO_STRESS_EXTRA} or None
+    elif volume > 0.0:
         stress = -np.asarray(virial, dtype=np.float64).reshape(3, 3) * Hartree / volume
     return Prediction(
         energy=float(energy) * Hartree,

@@ -19,7 +19,8 @@ log = logging.getLogger("umadrive.driver")
 class AseBackend:
     """Any ASE calculator. Stress is asked for when a structure is periodic in
     all three directions; a calculator that has none gets a zero virial on the
-    wire (with a warning, since NPT then goes wrong)."""
+    wire, marked as no stress in the extras (with a warning, since NPT then goes
+    wrong; the LAMMPS bridge refuses it)."""
 
     def __init__(self, calculator: Calculator, template: ase.Atoms, *, name: str) -> None:
         self.name = name
