@@ -54,7 +54,8 @@ def test_a_slab_is_periodic_in_two_directions_only():
      r"way, 100000 in all\); check the cell the engine sends"),
     # 7 Å tilted almost flat: 2.4e-3 Å between planes
     (np.array([[7.2, 0, 0], [0, 7.2, 0], [7.0, 7.0, 0.0024]]), [1, 1, 1], r"too thin .* direction 2"),
-], ids=["nan", "zero-vector", "singular", "singular-2d", "thin", "tilted"])
+    (np.diag([7.2, 7.2, 3e9]), [1, 1, 1], r"lengths 7.2, 7.2, 3e\+09 Å, beyond 1e\+06 Å; check the units"),
+], ids=["nan", "zero-vector", "singular", "singular-2d", "thin", "tilted", "huge"])
 def test_bad_cells_are_refused_naming_the_cell(cell, pbc, message):
     with pytest.raises(CellError, match=message):
         check_cell(cell, np.array(pbc, bool), CUTOFF)

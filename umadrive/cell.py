@@ -30,6 +30,10 @@ almost surely wrong (a 6 Å cutoff then means planes 0.12 Å apart)."""
 MAX_PERIODIC_IMAGES = 100_000
 """Periodic images in all, ``prod(2 n_k + 1)`` over the periodic directions."""
 
+MAX_LATTICE_LENGTH = 1.0e6
+"""Å: a periodic lattice vector longer than this is refused (a unit mix-up, or a
+blown-up simulation; beyond ~1e100 Å the volume would not even be representable)."""
+
 SINGULAR_TOLERANCE = 1e-8
 """A cell is singular when ``|det| < this * product of the vector lengths``."""
 
@@ -81,6 +85,10 @@ def check_cell(cell: np.ndarray, pbc: np.ndarray, cutoff: float, *,
         raise CellError(f"the cell holds non-finite values {rows.tolist()} Å; expected finite "
                         "lattice vectors: the simulation has blown up upstream")
     lengths = np.linalg.norm(rows, axis=1)
+    if lengths[flags].max(initial=0.0) > MAX_LATTICE_LENGTH:
+        raise CellError(f"the cell has periodic lattice vectors of lengths "
+                        f"{_angstrom(lengths[flags])} Å, beyond {MAX_LATTICE_LENGTH:g} Å; check "
+                        "the units of the cell the engine sends")
     scale = max(float(lengths[flags].max(initial=0.0)), 1.0)
     for direction in np.flatnonzero(flags & (lengths < 1e-8 * scale)):
         raise CellError(f"the cell is periodic along lattice vector {direction}, but that vector "
