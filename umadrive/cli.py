@@ -12,6 +12,7 @@ import argparse
 import sys
 from types import ModuleType
 
+from umadrive import __version__
 from umadrive.commands import bench, demo, info, lammps, serve
 
 # sub-command -> (module, one-line help)
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="umadrive",
         description="A long-running i-PI-protocol force server for UMA-family potentials.",
     )
+    parser.add_argument("--version", action="version", version=f"umadrive {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
