@@ -1,4 +1,4 @@
-"""The ``umadrive`` command line: ``umadrive serve | demo | bench | lammps | info``.
+"""The ``umadrive`` command line: ``umadrive serve | demo | bench | lammps | info | plot``.
 
 Each sub-command lives in its own module of :mod:`umadrive.commands`, which
 provides ``configure(parser: argparse.ArgumentParser) -> None`` (adds its
@@ -13,7 +13,7 @@ import sys
 from types import ModuleType
 
 from umadrive import __version__
-from umadrive.commands import bench, demo, info, lammps, serve
+from umadrive.commands import bench, demo, info, lammps, plot, serve
 
 # sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[ModuleType, str]] = {
@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "bench": (bench, "time the inference settings (default, turbo, each setting)"),
     "info": (info, "print versions, devices and where models are looked for"),
     "lammps": (lammps, "run a LAMMPS input script with forces from umadrive serve"),
+    "plot": (plot, "draw a run's energy, temperature, drift and step time as a PNG"),
 }
 
 
