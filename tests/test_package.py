@@ -28,8 +28,10 @@ def test_cli_info_prints_versions_and_model_search_paths(tmp_path):
 def test_cli_version_and_pes_path():
     import umadrive
 
-    run = lambda *args: subprocess.run([sys.executable, "-m", "umadrive", *args], check=True,
-                                       capture_output=True, text=True).stdout.strip()
+    def run(*args: str) -> str:
+        return subprocess.run([sys.executable, "-m", "umadrive", *args], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
     assert run("--version") == f"umadrive {umadrive.__version__}"
     pes = run("info", "--pes-path")
     assert pes.endswith(os.path.join("umadrive", "ipi_pes.py")) and os.path.isfile(pes)
