@@ -46,8 +46,8 @@ class Progress:
     def line(self) -> str:
         """The status as one plain line (tqdm's meter: count, rate, elapsed, ETA)."""
         return tqdm.format_meter(self.n, self.total, time.monotonic() - self._start,
-                                 prefix=self.desc, unit=self.unit, postfix=self.postfix or None, ascii=True,
-                                 ncols=0 if self.total is None else 100)
+                                 prefix=self.desc, unit=self.unit, postfix=self.postfix or None,
+                                 ascii=True)
 
     def close(self) -> None:
         """The final state: the bar's last refresh, or one last plain line."""
