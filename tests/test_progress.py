@@ -63,3 +63,12 @@ def test_terminal_output_is_one_updating_line():
 def test_every_s_must_be_positive():
     with pytest.raises(ValueError, match="every_s=0 must be > 0"):
         Progress(1, "x", file=io.StringIO(), every_s=0)
+
+
+def test_restart_clock_counts_rate_from_then():
+    out = io.StringIO()
+    progress = Progress(10, "MD steps", unit="step", file=out, every_s=1e-9)
+    progress._start -= 1000.0  # a long warm-up before the first step
+    progress.restart_clock()
+    progress.update_to(5)
+    assert "16:40" not in progress.line() and "00:00<00:00" in progress.line()

@@ -43,6 +43,17 @@ class Progress:
         elif time.monotonic() - self._last_line >= self.every_s:
             self._write_line()
 
+    def restart_clock(self) -> None:
+        """Count elapsed time, rate and ETA from now (e.g. once a warm-up is over);
+        the next :meth:`update_to` sets the count."""
+        self._start = time.monotonic()
+        if self._bar is not None:
+            self._bar.reset(total=self.total)  # tqdm's restart: count 0, clock now
+
+    def elapsed_s(self) -> float:
+        """Seconds since the start (or the last :meth:`restart_clock`)."""
+        return time.monotonic() - self._start
+
     def line(self) -> str:
         """The status as one plain line (tqdm's meter: count, rate, elapsed, ETA)."""
         return tqdm.format_meter(self.n, self.total, time.monotonic() - self._start,

@@ -62,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
                        folder)
         start = time.perf_counter()
         if args.engine == "ipi":
-            table = _run_ipi(args, folder, structure, socket_name, children, serve)
+            table, md_seconds = _run_ipi(args, folder, structure, socket_name, children, serve)
         else:
-            table = _run_ase(args, folder, structure, socket_name, serve)
+            table, md_seconds = _run_ase(args, folder, structure, socket_name, serve)
         elapsed = time.perf_counter() - start
         serve_status = serve.wait(timeout=30)
     except KeyboardInterrupt:
@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     if serve_status != 0:
         print(f"umadrive demo: {_driver_stopped(folder, serve_status)}", file=sys.stderr)
         return 1
-    _summary(table, elapsed, folder, args.temperature if args.engine == "ipi" else None)
+    _summary(table, elapsed, md_seconds, folder,
+             args.temperature if args.engine == "ipi" else None)
     return 0
 
 
@@ -153,7 +154,7 @@ def _run_ipi(args, folder: Path, structure: Path, socket_name: str,
         table = _read_table(properties, np)
         _show(progress, table, folder)
     # columns: step, time/ps, conserved/eV, temperature/K, potential/eV, volume/Å³
-    return table[:, [0, 2, 3]]
+    return table[:, [0, 2, 3]], progress.elapsed_s()
 
 
 def _run_ase(args, folder: Path, structure: Path, socket_name: str, serve: subprocess.Popen):
@@ -181,6 +182,8 @@ def _run_ase(args, folder: Path, structure: Path, socket_name: str, serve: subpr
             def record() -> None:
                 rows.append((dynamics.nsteps, atoms.get_total_energy(), atoms.get_temperature(),
                              atoms.get_potential_energy()))
+                if dynamics.nsteps == 0:
+                    progress.restart_clock()
                 progress.update_to(dynamics.nsteps)
 
             dynamics.attach(record, interval=1)
@@ -189,7 +192,7 @@ def _run_ase(args, folder: Path, structure: Path, socket_name: str, serve: subpr
     header = "\n".join(f"column {i} --> {name}" for i, name in enumerate(
         ("step", "conserved{electronvolt}", "temperature{kelvin}", "potential{electronvolt}"), 1))
     np.savetxt(folder / "md.out", rows, header=header)
-    return np.array(rows)[:, :3]
+    return np.array(rows)[:, :3], progress.elapsed_s()
 
 
 def _read_table(path: Path, np):
@@ -203,8 +206,11 @@ def _read_table(path: Path, np):
 
 
 def _show(progress: Progress, table, folder: Path) -> None:
-    """Steps done; before the first one, the driver's latest log line."""
+    """Steps done; before the first one, the driver's latest log line. The rate
+    and ETA count from the first recorded step (after loading and warm-up)."""
     if len(table):
+        if progress.n == 0:
+            progress.restart_clock()
         progress.update_to(int(table[-1, 0]))
         return
     lines = (folder / SERVE_LOG).read_text(errors="replace").splitlines()
@@ -212,11 +218,14 @@ def _show(progress: Progress, table, folder: Path) -> None:
     progress.update_to(0, f"driver: {status[:70]}")
 
 
-def _summary(table, elapsed: float, folder: Path, target_k: float | None) -> None:
-    """table columns: step, conserved quantity (eV), temperature (K)."""
+def _summary(table, elapsed: float, md_seconds: float, folder: Path,
+             target_k: float | None) -> None:
+    """table columns: step, conserved quantity (eV), temperature (K). elapsed: the
+    whole run (s); md_seconds: from the first recorded step on (s)."""
     steps = int(table[-1, 0] - table[0, 0])
     drift = (table[-1, 1] - table[0, 1]) / 108 * 1000
-    print(f"done: {steps} steps in {elapsed:.1f} s ({steps / elapsed:.1f} steps/s), "
+    print(f"done: {steps} steps in {elapsed:.1f} s ({steps / md_seconds:.2f} steps/s after "
+          f"the {elapsed - md_seconds:.0f} s of loading and warm-up), "
           f"mean temperature {table[:, 2].mean():.1f} K, "
           f"conserved-quantity drift {drift:+.3f} meV/atom")
     print(f"outputs in {folder}")
