@@ -122,7 +122,7 @@ def _download_problem() -> str | None:
     try:
         import huggingface_hub
     except ImportError:
-        return "huggingface_hub is not installed"
+        return "huggingface_hub is not installed (pip install huggingface_hub: the [hub] extra)"
     if not huggingface_hub.get_token():
         return "no Hugging Face token is configured (huggingface-cli login, or HF_TOKEN)"
     return None
