@@ -45,22 +45,36 @@ def step_times(args, folder: Path, name: str, batch_size: int, driver_argv: list
     out = folder / "sim.out"
     out.unlink(missing_ok=True)
     ipi_exe = shutil.which("i-pi") or str(Path(sys.executable).with_name("i-pi"))
-    children = [subprocess.Popen([ipi_exe, "input.xml"], cwd=folder, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.STDOUT)]
-    argv = [a.replace("{socket}", socket_name) for a in driver_argv]
-    children.append(subprocess.Popen(argv, cwd=folder, env=one_thread_env(),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    ipi_log, driver_log = folder / "ipi.log", folder / "driver.log"
+    with open(ipi_log, "w") as ipi_out, open(driver_log, "w") as driver_out:
+        children = [subprocess.Popen([ipi_exe, "input.xml"], cwd=folder, stdout=ipi_out,
+                                     stderr=subprocess.STDOUT)]
+        argv = [a.replace("{socket}", socket_name) for a in driver_argv]
+        children.append(subprocess.Popen(argv, cwd=folder, env=one_thread_env(),
+                                         stdout=driver_out, stderr=subprocess.STDOUT))
+    ipi, driver = children
     seen, stamps = 0, []
     try:
         deadline = time.monotonic() + args.timeout
-        while children[0].poll() is None and time.monotonic() < deadline:
+        while ipi.poll() is None and time.monotonic() < deadline:
+            if driver.poll() == 0:  # after i-PI's EXIT: i-PI is finishing
+                deadline = min(deadline, time.monotonic() + 60)
+            elif driver.poll() is not None:  # i-PI would wait for it until the deadline
+                raise RuntimeError(f"{name}: the driver exited with status {driver.returncode} "
+                                   f"while i-PI was running; its output ({driver_log}):\n"
+                                   f"{driver_log.read_text()[-3000:]}")
             lines = [l for l in out.read_text().splitlines() if not l.startswith("#")] if out.exists() else []
             if len(lines) > seen:
                 stamps += [time.perf_counter()] * (len(lines) - seen)
                 seen = len(lines)
             time.sleep(0.005)
-        if children[0].poll() is None:
-            raise RuntimeError(f"{name}: i-PI did not finish within {args.timeout} s")
+        if ipi.poll() is None:
+            raise RuntimeError(f"{name}: i-PI did not finish within {args.timeout} s; "
+                               f"i-PI's output:\n{ipi_log.read_text()[-2000:]}\n"
+                               f"the driver's:\n{driver_log.read_text()[-2000:]}")
+        if ipi.returncode != 0:
+            raise RuntimeError(f"{name}: i-PI exited with status {ipi.returncode}:\n"
+                               f"{ipi_log.read_text()[-3000:]}")
     finally:
         for child in children:
             if child.poll() is None:

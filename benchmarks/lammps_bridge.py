@@ -11,7 +11,7 @@ step (printed every 100 steps), so neither includes start-up. Medians (and minim
 machine) over ``--repeats``, cases interleaved; prints a markdown table and writes
 benchmarks/out/lammps_bridge.json.
 
-    python benchmarks/lammps_bridge.py [--steps 200] [--repeats 3] [--replicate 1]
+    python benchmarks/lammps_bridge.py [--steps 200] [--repeats 3] [--replicate 1]   (--steps > 100)
 """
 
 from __future__ import annotations
@@ -170,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--replicate", type=int, default=1, help="replicate the 108-atom cell N x N x N")
     args = parser.parse_args(argv)
+    if args.steps <= 100:
+        parser.error(f"--steps {args.steps}: i-PI reports its time per step every 100 steps "
+                     "(verbosity 'medium'), so the i-PI case needs --steps > 100; e.g. --steps 200")
+    if args.repeats < 1 or args.replicate < 1:
+        parser.error(f"--repeats ({args.repeats}) and --replicate ({args.replicate}) must be >= 1")
     with tempfile.TemporaryDirectory(prefix="umadrive-bench-") as tmp:
         folder = Path(tmp)
         atoms = prepare(folder, args.replicate)

@@ -23,3 +23,16 @@ def test_cli_info_prints_versions_and_model_search_paths(tmp_path):
     assert f"{tmp_path / 'models'}/  (UMADRIVE_CACHE)" in out
     assert "umadrive" in out and "numpy" in out
     assert "names are looked for in, in order" in out and "UMADRIVE_CACHE" in out
+
+
+def test_cli_version_and_pes_path():
+    import umadrive
+
+    def run(*args: str) -> str:
+        return subprocess.run([sys.executable, "-m", "umadrive", *args], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    assert run("--version") == f"umadrive {umadrive.__version__}"
+    pes = run("info", "--pes-path")
+    assert pes.endswith(os.path.join("umadrive", "ipi_pes.py")) and os.path.isfile(pes)
+    assert f"i-PI PES {pes}" in run("info")

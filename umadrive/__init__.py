@@ -1,7 +1,9 @@
 """umadrive: a long-running i-PI-protocol force server for UMA-family potentials.
 
-The model API (``get_predict_unit``, ``InferenceSettings``, ``UMACalculator``)
-needs torch and is imported lazily, so ``umadrive.protocol`` stays usable
+The model API (``get_predict_unit``, ``InferenceSettings``, ``UMACalculator``,
+and fairchem's names ``pretrained_mlip`` and ``FAIRChemCalculator``, so that
+``from umadrive import pretrained_mlip, FAIRChemCalculator`` replaces
+``from fairchem.core import ...``) needs torch and is imported lazily, so ``umadrive.protocol`` stays usable
 without it.
 """
 
@@ -13,6 +15,8 @@ _MODEL_API = {
     "get_predict_unit": "umadrive.model",
     "InferenceSettings": "umadrive.model",
     "UMACalculator": "umadrive.model",
+    "FAIRChemCalculator": "umadrive.model",
+    "pretrained_mlip": "umadrive.model",
 }
 
 __all__ = ["__version__", *_MODEL_API]

@@ -1,4 +1,4 @@
-"""The ``umadrive`` command line: ``umadrive serve | demo | bench | lammps | info``.
+"""The ``umadrive`` command line: ``umadrive serve | demo | bench | lammps | info | plot``.
 
 Each sub-command lives in its own module of :mod:`umadrive.commands`, which
 provides ``configure(parser: argparse.ArgumentParser) -> None`` (adds its
@@ -12,7 +12,8 @@ import argparse
 import sys
 from types import ModuleType
 
-from umadrive.commands import bench, demo, info, lammps, serve
+from umadrive import __version__
+from umadrive.commands import bench, demo, info, lammps, plot, serve
 
 # sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[ModuleType, str]] = {
@@ -21,6 +22,7 @@ COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "bench": (bench, "time the inference settings (default, turbo, each setting)"),
     "info": (info, "print versions, devices and where models are looked for"),
     "lammps": (lammps, "run a LAMMPS input script with forces from umadrive serve"),
+    "plot": (plot, "draw a run's energy, temperature, drift and step time as a PNG"),
 }
 
 
@@ -29,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="umadrive",
         description="A long-running i-PI-protocol force server for UMA-family potentials.",
     )
+    parser.add_argument("--version", action="version", version=f"umadrive {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         command_parser = sub.add_parser(name, help=help_text, description=help_text)

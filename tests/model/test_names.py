@@ -119,8 +119,21 @@ def test_unknown_name(caches):
 
 
 def test_missing_path(caches):
-    with pytest.raises(ModelNotFoundError, match="neither a checkpoint file"):
+    with pytest.raises(ModelNotFoundError, match=r"no such file: '.*nope\.pt'.*one of the model names"):
         resolve_model(caches / "nope.pt")
+    with pytest.raises(ModelNotFoundError, match=r"no such file: 'models/uma'"):
+        resolve_model("models/uma")
+
+
+def test_unknown_name(caches):
+    with pytest.raises(ModelNotFoundError, match=r"'uma-x' is neither a checkpoint file nor a known"):
+        resolve_model("uma-x")
+
+
+@pytest.mark.parametrize("name", KNOWN_MODELS)
+def test_name_with_pt(caches, name):
+    checkpoint = _write(caches / "umadrive" / KNOWN_MODELS[name])
+    assert resolve_model(name + ".pt") == checkpoint
 
 
 def test_bundled_models_table(caches, monkeypatch):

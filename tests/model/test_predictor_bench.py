@@ -36,6 +36,9 @@ def test_bench_prints_json_lines_and_a_table(uma_checkpoint_path, tmp_path):
     assert lines[2]["inactive"] == ["tf32"]
     assert "| uma_s1p1 | 32 | tf32=True (inactive on cpu) |" in done.stdout
     assert [json.loads(line) for line in out.read_text().splitlines()] == lines
+    # progress on stderr (piped: plain lines), the last one with every call done
+    progress = [line for line in done.stderr.splitlines() if "32 atoms:" in line]
+    assert progress and "9/9" in progress[-1] and "\r" not in done.stderr
 
 
 def test_bench_refuses_unknown_modes(uma_checkpoint_path):

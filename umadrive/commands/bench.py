@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from umadrive.progress import Progress
+
 #: Modes: name -> changes to the default settings (None: the turbo preset).
 MODES: dict[str, dict | None] = {
     "default": {},
@@ -95,8 +97,10 @@ def _units(model, device, modes):
     return {mode: PredictUnit(model, device=device, settings=_settings(mode)) for mode in modes}
 
 
-def time_modes(checkpoint: str, atoms: int, modes: list[str], repeats: int, device: str) -> list[dict]:
-    """Median seconds per predict() call of each mode (see the module docstring)."""
+def time_modes(checkpoint: str, atoms: int, modes: list[str], repeats: int, device: str,
+               progress: Progress | None = None) -> list[dict]:
+    """Median seconds per predict() call of each mode (see the module docstring);
+    ``progress`` counts the calls (a warm-up and ``repeats`` timed calls per mode)."""
     import numpy as np
     import torch
 
@@ -110,9 +114,13 @@ def time_modes(checkpoint: str, atoms: int, modes: list[str], repeats: int, devi
     crystal = cu3au(atoms)
     rng = np.random.default_rng(7)
     warmup = {}
+    calls = 0
     for mode, unit in units.items():
+        if progress is not None:
+            progress.update_to(calls, f"warm-up {mode}")
         unit.predict([_system(crystal, rng)])
         warmup[mode] = unit.stats.warmup_s
+        calls += 1
     times: dict[str, list[float]] = {mode: [] for mode in modes}
     for round_index in range(repeats):
         system = _system(crystal, rng)
@@ -125,6 +133,9 @@ def time_modes(checkpoint: str, atoms: int, modes: list[str], repeats: int, devi
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times[mode].append(time.perf_counter() - started)
+            calls += 1
+            if progress is not None:
+                progress.update_to(calls, f"round {round_index + 1}/{repeats}")
     base = float(np.median(times[modes[0]]))
     results = []
     for mode in modes:
@@ -255,7 +266,12 @@ def run(args: argparse.Namespace) -> int:
 
     for checkpoint in args.checkpoint:
         for atoms in args.atoms or [108, 1000]:
-            emit(time_modes(checkpoint, atoms, modes, args.repeats, args.device))
+            # on stderr: stdout stays JSON lines and the table
+            with Progress(len(modes) * (1 + args.repeats), f"{checkpoint}, {atoms} atoms",
+                          unit="call", file=sys.stderr) as progress:
+                results_now = time_modes(checkpoint, atoms, modes, args.repeats, args.device,
+                                         progress)
+            emit(results_now)
     if args.memory_atoms:
         emit(measure_memory(args.memory_checkpoint or args.checkpoint[0], args.memory_atoms,
                             args.device, args.threads))

