@@ -95,6 +95,7 @@ def test_the_gate_refuses_a_file_it_cannot_read(tmp_path):
         check_checkpoint(path)
 
 
+@needs_fairchem
 def test_a_malicious_checkpoint_is_refused_before_fairchem_is_imported(tmp_path, test_env):
     marker = tmp_path / "ran"
     path = malicious_checkpoint(tmp_path, marker)
