@@ -88,6 +88,13 @@ def test_the_gate_passes_an_official_format_checkpoint():
     check_checkpoint(UMA_S1P1)
 
 
+def test_the_gate_refuses_a_pickle_that_calls_os_system(tmp_path):
+    marker = tmp_path / "ran"
+    with pytest.raises(UnsafeCheckpointError, match=f"global {os.system.__module__}.system"):
+        check_checkpoint(malicious_checkpoint(tmp_path, marker))
+    assert not marker.exists()
+
+
 def test_the_gate_refuses_a_file_it_cannot_read(tmp_path):
     path = tmp_path / "not_a_zip.pt"
     path.write_bytes(b"\x80\x04K\x01.")  # a bare pickle, not a torch zip file
