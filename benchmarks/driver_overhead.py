@@ -5,9 +5,11 @@ A ForceServer in this process sends one structure per step to ``umadrive serve``
 (a subprocess, unix socket) and waits for the answer; the direct side calls the
 backend the driver uses, in this process. The two sides alternate step by step
 (so load from other processes hits both alike); each runs one torch thread.
-Medians; prints a markdown table and writes benchmarks/out/driver_overhead.json.
+Medians; prints a markdown table and writes benchmarks/out/driver_overhead.json
+(``driver_overhead_fairchem.json`` for a ``fairchem:`` model).
 
     python benchmarks/driver_overhead.py [--model tests/data/uma_s1p1.pt] [--steps 30]
+    python benchmarks/driver_overhead.py --model fairchem:tests/data/uma_s1p1.pt
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ def measure(args, atoms, steps: int, folder: Path) -> tuple[list[float], list[fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(FIXTURE_MODEL),
-                        help="UMA checkpoint or 'ase:emt' (default: the tiny test fixture)")
+                        help="UMA checkpoint, 'fairchem:CHECKPOINT' or 'ase:emt' (default: the "
+                        "tiny test fixture)")
     parser.add_argument("--task", default="omat")
     parser.add_argument("--mode", default="default")
     parser.add_argument("--steps", type=int, default=30, help="timed steps at 32 and 108 atoms "
@@ -89,11 +92,13 @@ def main() -> None:
                             "socket_median_s": s, "ratio": s / d})
             rows.append(f"| {n_atoms} | {d * 1e3:.2f} | {s * 1e3:.2f} | {(s - d) * 1e3:.2f} | "
                         f"{s / d:.3f} |")
-    header = [f"Driver overhead, {Path(args.model).name} ({args.mode} mode), one thread each side; "
+    fairchem = args.model.startswith("fairchem:")
+    label = ("fairchem:" if fairchem else "") + Path(args.model.removeprefix("fairchem:")).name
+    header = [f"Driver overhead, {label} ({args.mode} mode), one thread each side; "
               "medians", "",
               "| atoms | direct call ms | umadrive serve (unix socket) ms | overhead ms | ratio |",
               "|---:|---:|---:|---:|---:|"]
-    write_results("driver_overhead", header + rows,
+    write_results("driver_overhead_fairchem" if fairchem else "driver_overhead", header + rows,
                   {"model": args.model, "mode": args.mode, "results": results})
 
 

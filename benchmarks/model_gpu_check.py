@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.model.helpers import checkpoint_path, reference_cases  # noqa: E402
-from umadrive import bench  # noqa: E402
+from umadrive.commands import bench  # noqa: E402
 from umadrive.model import InferenceSettings, get_predict_unit  # noqa: E402
 from umadrive.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 from umadrive.model.uma import UMA  # noqa: E402

@@ -31,8 +31,9 @@ log = logging.getLogger("umadrive.driver")
 
 def configure(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model")
-    model.add_argument("-m", "--model", required=True, metavar="PATH|NAME|ase:...",
-                       help="a UMA checkpoint (path or name), 'ase:emt' or "
+    model.add_argument("-m", "--model", required=True, metavar="PATH|NAME|fairchem:...|ase:...",
+                       help="a UMA checkpoint (path or name), 'fairchem:PATH_OR_NAME' (the "
+                            "same, run by fairchem-core), 'ase:emt' or "
                             "'ase:package.module:Class' (any ASE calculator)")
     model.add_argument("--structure", required=True, metavar="FILE",
                        help="template read with ase.io.read: species, atom order, periodicity")

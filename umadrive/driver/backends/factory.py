@@ -1,8 +1,10 @@
 """``make_backend``: a ``--model`` spec to a :class:`Backend`.
 
 Specs: a UMA checkpoint path or model name (:mod:`umadrive.driver.backends.uma`),
-``ase:emt`` (ASE's EMT) and ``ase:package.module:Class`` (any ASE calculator,
-built with the keyword arguments given).
+``fairchem:NAME_OR_PATH`` (the same checkpoint run by fairchem-core,
+:mod:`umadrive.driver.backends.fairchem`), ``ase:emt`` (ASE's EMT) and
+``ase:package.module:Class`` (any ASE calculator, built with the keyword
+arguments given).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from umadrive.driver.backends.protocol import Backend
 def make_backend(spec: str, template: ase.Atoms, *, uma: UmaOptions | None = None,
                  **calculator_kwargs: object) -> Backend:
     """The backend for a ``--model`` spec: ``ase:...`` builds an ASE calculator
-    with ``calculator_kwargs``; anything else is a UMA checkpoint path or model
-    name, loaded with ``uma`` (defaults: :class:`UmaOptions`)."""
+    with ``calculator_kwargs``; ``fairchem:...`` and anything else is a UMA
+    checkpoint path or model name, loaded with ``uma`` (defaults:
+    :class:`UmaOptions`) by fairchem-core or by umadrive's own model."""
     kind, _, rest = spec.partition(":")
     if kind == "ase":
         if not rest:
@@ -27,6 +30,12 @@ def make_backend(spec: str, template: ase.Atoms, *, uma: UmaOptions | None = Non
     if calculator_kwargs:
         raise ValueError(f"--model-kwargs {calculator_kwargs} apply to ASE calculators only "
                          f"('ase:...'), not to the UMA model {spec!r}")
+    if kind == "fairchem":
+        if not rest:
+            raise ValueError(f"--model {spec!r}: expected 'fairchem:NAME' or 'fairchem:PATH'")
+        from umadrive.driver.backends.fairchem import FairchemBackend  # imports torch
+
+        return FairchemBackend.load(rest, template, uma or UmaOptions())
     from umadrive.driver.backends.uma import UmaBackend  # imports torch: only when asked
 
     return UmaBackend.load(spec, template, uma or UmaOptions())

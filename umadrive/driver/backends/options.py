@@ -14,7 +14,9 @@ class UmaOptions:
     charge: total charge (e). spin: spin multiplicity; None means the model's
         default for the task (:func:`umadrive.model.calculator.default_spin`).
     mode: ``default``, ``turbo`` or the path of a JSON file of
-        :class:`~umadrive.model.settings.InferenceSettings` fields.
+        :class:`~umadrive.model.settings.InferenceSettings` fields; for a
+        ``fairchem:`` model also a fairchem preset name, and the JSON file holds
+        fairchem's fields (:mod:`umadrive.driver.backends.fairchem`).
     device: ``cpu``, ``cuda`` or ``cuda:N``.
     """
 
