@@ -1,4 +1,4 @@
-"""The ``umadrive`` command line: ``umadrive serve | demo | bench | lammps | info``.
+"""The ``umadrive`` command line: ``umadrive serve | demo | bench | lammps | compile | info``.
 
 Each sub-command lives in its own module of :mod:`umadrive.commands`, which
 provides ``configure(parser: argparse.ArgumentParser) -> None`` (adds its
@@ -13,12 +13,14 @@ import sys
 from types import ModuleType
 
 from umadrive.commands import bench, demo, info, lammps, serve
+from umadrive.commands import compile as compile_command
 
 # sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "serve": (serve, "answer an MD engine's force requests over the i-PI protocol"),
     "demo": (demo, "run a short i-PI (or ASE) simulation served by umadrive"),
     "bench": (bench, "time the inference settings (default, turbo, each setting)"),
+    "compile": (compile_command, "compile a UMA model ahead of a job into the kernel cache"),
     "info": (info, "print versions, devices and where models are looked for"),
     "lammps": (lammps, "run a LAMMPS input script with forces from umadrive serve"),
 }

@@ -75,11 +75,31 @@ def serve(backend: Backend, template: ase.Atoms, address: Address | None,
             stop = stack.enter_context(StopFlag())
         if serve_log is None:
             serve_log = stack.enter_context(open_serve_log(options, backend))
+        _start_compile(backend, serve_log)
         if options.warmup:
             _warm_up(backend, template, serve_log)
         status = _serve_runs(backend, template, address, options, stop, serve_log)
         serve_log.summary()
     return status
+
+
+def _start_compile(backend: Backend, serve_log: ServeLog) -> None:
+    """For a backend that compiles (``compiles`` and ``warm_up``, e.g. UMA in
+    turbo): compiles in a background thread, with kernels from and into the
+    cache under ``$UMADRIVE_CACHE/compiled``; requests are answered uncompiled
+    meanwhile, then compiled (the backend logs the switch). The engine never
+    waits for the compiler."""
+    if not getattr(backend, "compiles", False):
+        return
+
+    def report(text: str, final: bool) -> None:
+        if final:
+            serve_log.event("compiled", text, seconds=warm_up.seconds,
+                            cache_hit=warm_up.cache_hit, failed=warm_up.error is not None)
+
+    warm_up = backend.warm_up(background=True, progress=report)
+    serve_log.event("compiling", f"compiling {warm_up.what} in the background (answering "
+                    f"uncompiled until it is done; kernels cached in {warm_up.cache_path})")
 
 
 def _warm_up(backend: Backend, template: ase.Atoms, serve_log: ServeLog) -> None:

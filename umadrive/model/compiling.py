@@ -79,8 +79,10 @@ class WarmUp:
         self.error: BaseException | None = None
         #: whether kernels were found in the cache
         self.cache_hit = False
-        #: the cache entry written or read (None without a cache)
-        self.cache_path: Path | None = None
+        #: whether kernels were stored in the cache
+        self.stored = False
+        #: the cache entry (None without a cache)
+        self.cache_path: Path | None = None if cache is None else cache.path(key)
 
     def start(self, *, background: bool) -> "WarmUp":
         """Runs the warm-up now, or in a daemon thread with ``background``."""
@@ -110,12 +112,12 @@ class WarmUp:
             return f"compiling {self.what}"
         if self.error is not None:
             return f"compiling {self.what} failed after {self.seconds:.1f} s: {self.error}"
-        if self.cache_path is None:
-            where = "not cached (no cache)"
-        elif self.cache_hit:
+        if self.cache_hit:
             where = f"kernels from the cache {self.cache_path}"
-        else:
+        elif self.stored:
             where = f"cached for next time in {self.cache_path}"
+        else:
+            where = "not cached"
         return f"compiled {self.what} in {self.seconds:.1f} s, {where}"
 
     def _work(self) -> None:
@@ -137,7 +139,6 @@ class WarmUp:
 
     def _compile(self) -> None:
         if self.cache is not None:
-            self.cache_path = self.cache.path(self.key)
             payload = self.cache.load(self.key)
             if payload is not None:
                 torch.compiler.load_cache_artifacts(payload)
@@ -147,7 +148,8 @@ class WarmUp:
         if self.cache is not None and (not self.cache_hit or _cache_misses() > misses_before):
             artifacts = torch.compiler.save_cache_artifacts()
             if artifacts is not None:
-                self.cache_path = self.cache.store(self.key, artifacts[0])
+                self.cache.store(self.key, artifacts[0])
+                self.stored = True
                 self.cache_hit = False
 
     def _tick(self, started: float, stop: threading.Event) -> None:
