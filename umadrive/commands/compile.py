@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +41,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
 
 
+def keep_inductor_kernels() -> None:
+    """At a command's start (never in library code): unless ``TORCHINDUCTOR_CACHE_DIR``
+    is set, point it at ``$UMADRIVE_CACHE/inductor`` for this process. On a CPU,
+    torch's kernel cache holds the generated C++ only as source: inductor's own
+    folder (default under ``/tmp``, per node, cleaned up) keeps the compiled
+    libraries, and without them every start runs the C++ compiler again."""
+    from umadrive.model.names import umadrive_cache
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(umadrive_cache() / "inductor"))
+
+
 def progress_line(stream: TextIO) -> Callable[[str, bool], None]:
     """A ``progress(text, final)`` callback drawing one updating line on a terminal
     (``\\r``, no new line until the final text); elsewhere only the final text."""
@@ -62,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         log.error("--batch %d: expected at least 1 structure per batch", args.batch)
         return 2
+    keep_inductor_kernels()
     import ase.io
     import torch
 

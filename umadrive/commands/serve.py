@@ -138,6 +138,9 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", error)
         return 2
     # Loading starts here, once the flags are known to be good.
+    from umadrive.commands.compile import keep_inductor_kernels
+
+    keep_inductor_kernels()
     import ase.io
 
     from umadrive.driver.backends import UmaOptions, make_backend
