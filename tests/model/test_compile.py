@@ -117,7 +117,7 @@ def test_a_background_warm_up_answers_uncompiled_then_switches(uma_cases, caplog
     turbo = _unit(TURBO_CPU, compile_backend=backend)
     lines = []
     warm_up = turbo.warm_up([system], background=True,
-                            progress=lambda text, final: lines.append((text, final)))
+                            progress=lambda text, final, _: lines.append((text, final)))
     before = [turbo.predict([step])[0] for step in steps]
     assert not warm_up.done and backend.graphs == 0
     assert turbo.stats.uncompiled_calls == len(steps)

@@ -52,12 +52,12 @@ def keep_inductor_kernels() -> None:
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(umadrive_cache() / "inductor"))
 
 
-def progress_line(stream: TextIO) -> Callable[[str, bool], None]:
-    """A ``progress(text, final)`` callback drawing one updating line on a terminal
+def progress_line(stream: TextIO) -> Callable[..., None]:
+    """A ``progress(text, final, *_)`` callback drawing one updating line on a terminal
     (``\\r``, no new line until the final text); elsewhere only the final text."""
     width = [0]
 
-    def progress(text: str, final: bool) -> None:
+    def progress(text: str, final: bool, *_: object) -> None:
         if stream.isatty():
             stream.write("\r" + text.ljust(width[0]) + ("\n" if final else ""))
             width[0] = 0 if final else len(text)

@@ -47,8 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="cpu, cuda or cuda:N (default cpu); under an MPI launcher, cuda "
                             "means cuda:(local rank %% visible devices)")
     model.add_argument("--warmup", action="store_true",
-                       help="run one prediction on the template before connecting (compile "
-                            "time is then not paid in the first MD step)")
+                       help="run one prediction on the template before connecting (turbo "
+                            "compiles in the background with or without it)")
     model.add_argument("--model-kwargs", default="{}", metavar="JSON",
                        help="keyword arguments for an ASE calculator, as a JSON object")
     where = parser.add_argument_group("address (unix socket, or --host/--port for TCP)")

@@ -92,14 +92,16 @@ def _start_compile(backend: Backend, serve_log: ServeLog) -> None:
     if not getattr(backend, "compiles", False):
         return
 
-    def report(text: str, final: bool) -> None:
+    def report(text: str, final: bool, warm_up) -> None:  # warm_up: model.compiling.WarmUp
         if final:
             serve_log.event("compiled", text, seconds=warm_up.seconds,
                             cache_hit=warm_up.cache_hit, failed=warm_up.error is not None)
 
-    warm_up = backend.warm_up(background=True, progress=report)
-    serve_log.event("compiling", f"compiling {warm_up.what} in the background (answering "
-                    f"uncompiled until it is done; kernels cached in {warm_up.cache_path})")
+    started = backend.warm_up(background=True, progress=report)
+    if started.done:  # an earlier serve() of this backend compiled it
+        return
+    serve_log.event("compiling", f"compiling {started.what} in the background (answering "
+                    f"uncompiled until it is done; kernels cached in {started.cache_path})")
 
 
 def _warm_up(backend: Backend, template: ase.Atoms, serve_log: ServeLog) -> None:

@@ -29,8 +29,9 @@ from umadrive.model.compile_cache import KernelCache, KernelKey
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, bool], None]
-"""``progress(text, final)``: a status line; ``final`` on the last one."""
+Progress = Callable[[str, bool, "WarmUp"], None]
+"""``progress(text, final, warm_up)``: a status line of ``warm_up``; ``final`` on the
+last one (the warm-up has ended: its ``seconds``, ``error``, ``cache_hit`` are set)."""
 
 #: Seconds between progress lines while compiling.
 PROGRESS_INTERVAL_S = 1.0
@@ -58,7 +59,8 @@ class WarmUp:
 
     cache: where compiled kernels are looked up first and stored after (None:
     torch's own caches only). key: the cache entry's key (required with a cache).
-    progress: gets a line every :data:`PROGRESS_INTERVAL_S` seconds and a final one.
+    progress: gets a line every :data:`PROGRESS_INTERVAL_S` seconds and a final one
+    (see :data:`Progress`).
     """
 
     def __init__(self, run: Callable[[], object], *, what: str,
@@ -122,20 +124,24 @@ class WarmUp:
 
     def _work(self) -> None:
         started = time.perf_counter()
-        ticker = threading.Event()
+        stop_ticking = threading.Event()
+        ticker = None
         if self._progress is not None:
-            threading.Thread(target=self._tick, args=(started, ticker), daemon=True,
-                             name="umadrive-compile-progress").start()
+            ticker = threading.Thread(target=self._tick, args=(started, stop_ticking),
+                                      daemon=True, name="umadrive-compile-progress")
+            ticker.start()
         try:
             self._compile()
         except Exception as error:  # reported by the caller; the unit stays uncompiled
             self.error = error
         finally:
             self.seconds = time.perf_counter() - started
-            ticker.set()
+            stop_ticking.set()
+            if ticker is not None:
+                ticker.join()
             self._done.set()
             if self._progress is not None:
-                self._progress(self.summary(), True)
+                self._progress(self.summary(), True, self)
 
     def _compile(self) -> None:
         if self.cache is not None:
@@ -158,7 +164,7 @@ class WarmUp:
             note = ("" if self.cache is None
                     else "; kernels are cached for next time" if not self.cache_hit
                     else "; kernels from the cache")
-            self._progress(f"compiling {self.what}: {elapsed:.0f} s{note}", False)
+            self._progress(f"compiling {self.what}: {elapsed:.0f} s{note}", False, self)
 
 
 def _cache_misses() -> int:

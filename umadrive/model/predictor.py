@@ -128,8 +128,9 @@ class PredictStats:
     calls: predict() calls. systems: systems evaluated. merges: expert merges
     (merge_mole). routed_calls: calls evaluated with routed experts although
     merge_mole is on (batches mixing systems). warmup_s: seconds of the first
-    call (with compile: the compile warm-up), None before it. wigner_captures:
-    CUDA-graph captures of the Wigner matrices (wigner_cuda on CUDA).
+    call (with compile and no :meth:`PredictUnit.warm_up`: the compile), None
+    before it. wigner_captures: CUDA-graph captures of the Wigner matrices
+    (wigner_cuda on CUDA).
     uncompiled_calls: calls answered without compile while a background
     warm-up compiled (compile only).
     """
@@ -288,7 +289,8 @@ class PredictUnit:
         until it ends, :meth:`predict` answers uncompiled (the same values to
         rounding) and then switches, with one log line. cache: compiled kernels
         are loaded from it when there and stored in it (atomically) when built.
-        progress: ``progress(text, final)`` every second while compiling.
+        progress: ``progress(text, final, warm_up)`` every second while compiling
+        and at the end (:data:`~umadrive.model.compiling.Progress`).
         Raises InferenceSettingsError without ``compile``, RuntimeError when a
         warm-up was already started.
         """

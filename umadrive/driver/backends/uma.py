@@ -67,6 +67,7 @@ class UmaBackend:
         self._charge = charge
         self._spin = spin
         self._template = Structure.from_atoms(template)
+        self._warm_up: WarmUp | None = None
         # refuses unknown elements, task, charge or spin now rather than at the first request
         unit.batch([self._system(self._template)])
 
@@ -111,9 +112,13 @@ class UmaBackend:
     def warm_up(self, *, background: bool, progress: Progress | None = None) -> WarmUp:
         """Compiles the model on the template (see :meth:`PredictUnit.warm_up`), with
         kernels from and into the cache under ``$UMADRIVE_CACHE/compiled``; with
-        ``background``, ``compute`` answers uncompiled until it is done."""
-        return self.unit.warm_up([self._system(self._template)], background=background,
-                                 cache=KernelCache(), progress=progress)
+        ``background``, ``compute`` answers uncompiled until it is done. Once per
+        backend: later calls return the first warm-up."""
+        if self._warm_up is None:
+            self._warm_up = self.unit.warm_up([self._system(self._template)],
+                                              background=background, cache=KernelCache(),
+                                              progress=progress)
+        return self._warm_up
 
     def device_memory_bytes(self) -> int | None:
         device = self.unit.device
