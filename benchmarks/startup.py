@@ -8,7 +8,7 @@ compile (turbo; kernels from and into the cache under ``$UMADRIVE_CACHE``),
 then answer MD-like steps (108-atom Cu₃Au, positions rattled each step) one
 after another as an engine would, until ``--steps-after`` steps after the
 switch to compiled answers (default mode: that many steps). Times are wall
-seconds from the process launch (imports included).
+seconds from the process launch (imports included); one torch thread.
 
 * cold: an empty ``$UMADRIVE_CACHE`` (umadrive's kernel entries and, as
   ``umadrive serve`` sets it, inductor's folder): everything is compiled.
@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, cu3au, perturbed, write_results  # noqa: E402
+from common import ROOT, cu3au, one_thread_env, perturbed, write_results  # noqa: E402
 
 DEMO = ROOT / "umadrive" / "data" / "demo" / "uma-demo.pt"
 
@@ -67,10 +67,9 @@ def child(model: str, mode: str, steps_after: int, launched: float) -> None:
 
 
 def measure(model: str, mode: str, steps_after: int, cache: Path) -> dict:
-    env = {key: value for key, value in os.environ.items() if key != "TORCHINDUCTOR_CACHE_DIR"}
-    env = {**env, "UMADRIVE_CACHE": str(cache),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
-                                         if p)}
+    env = {key: value for key, value in one_thread_env().items()
+           if key != "TORCHINDUCTOR_CACHE_DIR"}
+    env["UMADRIVE_CACHE"] = str(cache)
     launched = time.time()
     out = subprocess.run([sys.executable, __file__, "--child", model, mode, str(steps_after),
                           repr(launched)], env=env, capture_output=True, text=True, check=True)
@@ -104,7 +103,7 @@ def main() -> int:
     parser.add_argument("--steps-after", type=int, default=5)
     args = parser.parse_args()
     cache = Path(tempfile.mkdtemp(prefix="startup-cache-"))
-    runs = [("default", "cold"), ("turbo", "cold"), ("turbo", "warm"), ("turbo", "warm")]
+    runs = [("default", "cold"), ("turbo", "cold"), ("turbo", "warm")]
     results = []
     for mode, start in runs:
         result = {"mode": mode, "start": start, **measure(args.model, mode, args.steps_after,
