@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import sys
 import time
 
 from umadrive.commands.addressing import add_address_arguments
@@ -167,4 +169,18 @@ def run(args: argparse.Namespace) -> int:
         with StopSignal() as stop:
             status = serve(backend, template, address, options, stop=stop, serve_log=serve_log)
     log.info("exiting with status %d", status)
+    _leave_now_if_compiling(backend, status)
     return status
+
+
+def _leave_now_if_compiling(backend, status: int) -> None:
+    """A compile still running in its thread cannot be stopped, and the C++ under
+    it aborts the interpreter's normal exit: end the process at once (its kernels
+    are not cached; ``umadrive compile`` caches them ahead of a short run)."""
+    if not getattr(backend, "compiling", False):
+        return
+    log.info("the background compile had not finished: left unfinished (not cached)")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

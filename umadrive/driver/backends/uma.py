@@ -109,6 +109,11 @@ class UmaBackend:
         """Whether the inference settings compile the model (a warm-up pays off)."""
         return self.unit.settings.compile
 
+    @property
+    def compiling(self) -> bool:
+        """Whether a background compile is still running."""
+        return self._warm_up is not None and not self._warm_up.done
+
     def warm_up(self, *, background: bool, progress: Progress | None = None) -> WarmUp:
         """Compiles the model on the template (see :meth:`PredictUnit.warm_up`), with
         kernels from and into the cache under ``$UMADRIVE_CACHE/compiled``; with
