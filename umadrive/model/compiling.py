@@ -79,9 +79,10 @@ class WarmUp:
         self.seconds: float | None = None
         #: the exception the compile raised, if it failed
         self.error: BaseException | None = None
-        #: whether kernels were found in the cache
+        #: whether an entry was found in the cache (and given to torch)
         self.cache_hit = False
-        #: whether kernels were stored in the cache
+        #: whether kernels were stored in the cache (no entry, or torch compiled
+        #: something the entry lacked)
         self.stored = False
         #: the cache entry (None without a cache)
         self.cache_path: Path | None = None if cache is None else cache.path(key)
@@ -114,7 +115,10 @@ class WarmUp:
             return f"compiling {self.what}"
         if self.error is not None:
             return f"compiling {self.what} failed after {self.seconds:.1f} s: {self.error}"
-        if self.cache_hit:
+        if self.cache_hit and self.stored:
+            where = (f"kernels partly from the cache, the rest cached for next time in "
+                     f"{self.cache_path}")
+        elif self.cache_hit:
             where = f"kernels from the cache {self.cache_path}"
         elif self.stored:
             where = f"cached for next time in {self.cache_path}"
@@ -156,7 +160,6 @@ class WarmUp:
             if artifacts is not None:
                 self.cache.store(self.key, artifacts[0])
                 self.stored = True
-                self.cache_hit = False
 
     def _tick(self, started: float, stop: threading.Event) -> None:
         while not stop.wait(PROGRESS_INTERVAL_S):
