@@ -5,8 +5,9 @@ with the same answers; a failed compile leaves the unit answering uncompiled.
 
 The recompile test uses torch.compile's ``aot_eager`` backend (dynamo and
 AOTAutograd trace forward and backward as with inductor, without generating
-code); the others a backend that runs dynamo's graph as it is; inductor's code generation and the kernel cache across
-processes are in ``test_compile_inductor.py``.
+code); the others a backend that runs dynamo's graph as it is. Inductor's code
+generation and the kernel cache across processes are in
+``test_compile_inductor.py``.
 """
 
 from __future__ import annotations
