@@ -107,7 +107,7 @@ def _compiling_in_background(backend: Backend, serve_log: ServeLog) -> Iterator[
     started = backend.warm_up(background=True, progress=report)
     if not started.done:  # else an earlier serve() of this backend compiled it
         serve_log.event("compiling", f"compiling {started.what} in the background (answering "
-                        f"uncompiled until it is done; kernels cached in {started.cache_path})")
+                        f"uncompiled until it is done; kernels cached in {started.cache.folder})")
     try:
         yield
     finally:

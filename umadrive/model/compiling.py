@@ -58,20 +58,23 @@ class WarmUp:
     (a prediction through the compiled path) once.
 
     cache: where compiled kernels are looked up first and stored after (None:
-    torch's own caches only). key: the cache entry's key (required with a cache).
+    torch's own caches only). key: makes the cache entry's key (required with a
+    cache; called in the warm-up's thread, since hashing a large model's weights
+    takes a while).
     progress: gets a line every :data:`PROGRESS_INTERVAL_S` seconds and a final one
     (see :data:`Progress`).
     """
 
     def __init__(self, run: Callable[[], object], *, what: str,
-                 cache: KernelCache | None = None, key: KernelKey | None = None,
+                 cache: KernelCache | None = None,
+                 key: Callable[[], KernelKey] | None = None,
                  progress: Progress | None = None) -> None:
         if cache is not None and key is None:
             raise ValueError("WarmUp: a cache needs the key of its entry")
         self._run = run
         self.what = what
         self.cache = cache
-        self.key = key
+        self._key = key
         self._progress = progress
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -84,8 +87,8 @@ class WarmUp:
         #: whether kernels were stored in the cache (no entry, or torch compiled
         #: something the entry lacked)
         self.stored = False
-        #: the cache entry (None without a cache)
-        self.cache_path: Path | None = None if cache is None else cache.path(key)
+        #: the cache entry (None without a cache, or before its key is known)
+        self.cache_path: Path | None = None
 
     def start(self, *, background: bool) -> "WarmUp":
         """Runs the warm-up now, or in a daemon thread with ``background``."""
@@ -149,7 +152,9 @@ class WarmUp:
 
     def _compile(self) -> None:
         if self.cache is not None:
-            payload = self.cache.load(self.key)
+            key = self._key()
+            self.cache_path = self.cache.path(key)
+            payload = self.cache.load(key)
             if payload is not None:
                 torch.compiler.load_cache_artifacts(payload)
                 self.cache_hit = True
@@ -158,7 +163,7 @@ class WarmUp:
         if self.cache is not None and (not self.cache_hit or _cache_misses() > misses_before):
             artifacts = torch.compiler.save_cache_artifacts()
             if artifacts is not None:
-                self.cache.store(self.key, artifacts[0])
+                self.cache.store(key, artifacts[0])
                 self.stored = True
 
     def _tick(self, started: float, stop: threading.Event) -> None:

@@ -308,15 +308,17 @@ class PredictUnit:
                 self.model(atoms, graph, run=run)
 
         backend = self._compiled.backend
-        key = None
-        if cache is not None:
-            if not isinstance(backend, str):
-                raise InferenceSettingsError("compiled kernels are cached only for a named "
-                                             f"compile backend, got {backend!r}")
-            key = KernelKey.of(self.model, self.settings.as_dict(), self.device, backend)
+        if cache is not None and not isinstance(backend, str):
+            raise InferenceSettingsError("compiled kernels are cached only for a named "
+                                         f"compile backend, got {backend!r}")
+
+        def key() -> KernelKey:
+            return KernelKey.of(self.model, self.settings.as_dict(), self.device, backend)
+
         self._warm_up = WarmUp(compile_once, what=f"the model for {self.device.type} "
                                f"({backend if isinstance(backend, str) else 'custom backend'})",
-                               cache=cache, key=key, progress=progress)
+                               cache=cache, key=key if cache is not None else None,
+                               progress=progress)
         self._warm_up.start(background=background)
         if not background and self._warm_up.error is not None:
             raise self._warm_up.error
