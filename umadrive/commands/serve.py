@@ -180,6 +180,9 @@ def _leave_now_if_compiling(backend, status: int) -> None:
     if not getattr(backend, "compiling", False):
         return
     log.info("the background compile had not finished: left unfinished (not cached)")
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        mpi.Finalize()  # what mpi4py does at a normal exit, which os._exit skips
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

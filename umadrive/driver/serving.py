@@ -91,7 +91,8 @@ def _compiling_in_background(backend: Backend, serve_log: ServeLog) -> Iterator[
     cache under ``$UMADRIVE_CACHE/compiled``; requests are answered uncompiled
     meanwhile, then compiled (the backend logs the switch). The engine never
     waits for the compiler. The end of the compile is reported while serving
-    only (a compile still running when the service ends dies with the process)."""
+    only (a compile still running when the service ends goes on in its thread;
+    ``umadrive serve`` then ends its process at once)."""
     if not getattr(backend, "compiles", False):
         yield
         return
