@@ -14,3 +14,13 @@ def socket_name():
     name = unique_socket("test")
     yield name
     remove_socket(name)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_model_cache(tmp_path_factory):
+    """``$UMADRIVE_CACHE`` (model names, compiled kernels) in a folder of this test
+    session, for this process and the drivers it starts: tests neither read a
+    user's cached models nor leave kernels in ``~/.cache``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("UMADRIVE_CACHE", str(tmp_path_factory.mktemp("umadrive-cache")))
+        yield

@@ -1,4 +1,4 @@
-"""The ``umadrive`` command line: ``umadrive serve | demo | bench | lammps | info | plot``.
+"""The ``umadrive`` command line: ``umadrive serve | demo | bench | lammps | compile | info | plot``.
 
 Each sub-command lives in its own module of :mod:`umadrive.commands`, which
 provides ``configure(parser: argparse.ArgumentParser) -> None`` (adds its
@@ -14,12 +14,14 @@ from types import ModuleType
 
 from umadrive import __version__
 from umadrive.commands import bench, demo, info, lammps, plot, serve
+from umadrive.commands import compile as compile_command
 
 # sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "serve": (serve, "answer an MD engine's force requests over the i-PI protocol"),
     "demo": (demo, "run a short i-PI (or ASE) simulation served by umadrive"),
     "bench": (bench, "time the inference settings (default, turbo, each setting)"),
+    "compile": (compile_command, "compile a UMA model ahead of a job into the kernel cache"),
     "info": (info, "print versions, devices and where models are looked for"),
     "lammps": (lammps, "run a LAMMPS input script with forces from umadrive serve"),
     "plot": (plot, "draw a run's energy, temperature, drift and step time as a PNG"),

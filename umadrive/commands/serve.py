@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import sys
 import time
 
 from umadrive.commands.addressing import add_address_arguments
@@ -50,8 +52,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="cpu, cuda or cuda:N (default cpu); under an MPI launcher, cuda "
                             "means cuda:(local rank %% visible devices)")
     model.add_argument("--warmup", action="store_true",
-                       help="run one prediction on the template before connecting (compile "
-                            "time is then not paid in the first MD step)")
+                       help="run one prediction on the template before connecting (turbo "
+                            "compiles in the background with or without it)")
     model.add_argument("--model-kwargs", default="{}", metavar="JSON",
                        help="keyword arguments for an ASE calculator, as a JSON object")
     model.add_argument("--pbc", type=_pbc_flags, metavar="TTT|FFF|...",
@@ -210,6 +212,9 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", error)
         return 2
     # Loading starts here, once the flags are known to be good.
+    from umadrive.commands.compile import keep_inductor_kernels
+
+    keep_inductor_kernels()
     from umadrive.driver.backends import UmaOptions, make_backend
     from umadrive.driver.lifecycle import StopSignal
     from umadrive.driver.serving import open_serve_log, serve
@@ -234,4 +239,21 @@ def run(args: argparse.Namespace) -> int:
         with StopSignal(grace_s=options.stop_grace_s) as stop:
             status = serve(backend, template, address, options, stop=stop, serve_log=serve_log)
     log.info("exiting with status %d", status)
+    _leave_now_if_compiling(backend, status)
     return status
+
+
+def _leave_now_if_compiling(backend, status: int) -> None:
+    """A compile still running in its thread cannot be stopped, and the C++ under
+    it aborts the interpreter's normal exit: end the process at once (its kernels
+    are not cached; ``umadrive compile`` caches them ahead of a short run)."""
+    if not getattr(backend, "compiling", False):
+        return
+    log.info("the background compile had not finished: left unfinished (not cached)")
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        mpi.Finalize()  # what mpi4py does at a normal exit, which os._exit skips
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

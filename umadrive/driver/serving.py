@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -76,11 +77,44 @@ def serve(backend: Backend, template: ase.Atoms, address: Address | None,
             stop = stack.enter_context(StopFlag())
         if serve_log is None:
             serve_log = stack.enter_context(open_serve_log(options, backend))
+        stack.enter_context(_compiling_in_background(backend, serve_log))
         if options.warmup:
             _warm_up(backend, template, serve_log)
         status = _serve_runs(backend, template, address, options, stop, serve_log)
         serve_log.summary()
     return status
+
+
+@contextlib.contextmanager
+def _compiling_in_background(backend: Backend, serve_log: ServeLog) -> Iterator[None]:
+    """For a backend that compiles (``compiles`` and ``warm_up``, e.g. UMA in
+    turbo): compiles in a background thread, with kernels from and into the
+    cache under ``$UMADRIVE_CACHE/compiled``; requests are answered uncompiled
+    meanwhile, then compiled (the backend logs the switch). The engine never
+    waits for the compiler. The end of the compile is reported while serving
+    only (a compile still running when the service ends goes on in its thread;
+    ``umadrive serve`` then ends its process at once)."""
+    if not getattr(backend, "compiles", False):
+        yield
+        return
+    serving = [True]
+    lock = threading.Lock()  # no report after the service (and its JSON log) ended
+
+    def report(text: str, final: bool, warm_up) -> None:  # warm_up: model.compiling.WarmUp
+        with lock:
+            if final and serving[0]:
+                serve_log.event("compiled", text, seconds=warm_up.seconds,
+                                cache_hit=warm_up.cache_hit, failed=warm_up.error is not None)
+
+    started = backend.warm_up(background=True, progress=report)
+    if not started.done:  # else an earlier serve() of this backend compiled it
+        serve_log.event("compiling", f"compiling {started.what} in the background (answering "
+                        f"uncompiled until it is done; kernels cached in {started.cache.folder})")
+    try:
+        yield
+    finally:
+        with lock:
+            serving[0] = False
 
 
 def _warm_up(backend: Backend, template: ase.Atoms, serve_log: ServeLog) -> None:

@@ -9,9 +9,12 @@ per :class:`System`. The unit applies every :class:`InferenceSettings` field:
   batch of another system arrives (``stats.merges`` counts the merges). A batch
   that mixes systems is evaluated with routed experts for that call, correctly,
   and leaves the merged weights as they are (``stats.routed_calls``).
-* ``compile``: ``torch.compile(dynamic=True)`` of the backbone's message passing;
-  graph generation, charge/spin/task embeddings and the expert routing stay
-  outside. The first call's time is reported as ``stats.warmup_s``.
+* ``compile``: ``torch.compile(dynamic=True)`` of the backbone's message passing
+  (:mod:`umadrive.model.compiling`); graph generation, charge/spin/task embeddings
+  and the expert routing stay outside. The first call compiles, unless
+  :meth:`PredictUnit.warm_up` did (optionally in the background, answering
+  uncompiled meanwhile, and with kernels cached across processes). The first
+  call's time is reported as ``stats.warmup_s``.
 * ``activation_checkpointing``: edge chunks of :data:`CHECKPOINT_CHUNK_EDGES`
   recomputed in the backward pass.
 * ``tf32``, ``wigner_cuda``: on CUDA only; elsewhere accepted and reported
@@ -35,6 +38,8 @@ import torch
 from ase.data import chemical_symbols
 
 from umadrive.model.checkpoint import load_checkpoint
+from umadrive.model.compile_cache import KernelCache, KernelKey
+from umadrive.model.compiling import CompiledMessagePassing, Progress, WarmUp
 from umadrive.model.cuda_modes import GraphedRotation, tf32_matmuls
 from umadrive.model.devices import check_device
 from umadrive.model.escn import CHARGE_OFFSET, CHARGE_ROWS, SPIN_OFFSET, SPIN_ROWS
@@ -125,8 +130,11 @@ class PredictStats:
     calls: predict() calls. systems: systems evaluated. merges: expert merges
     (merge_mole). routed_calls: calls evaluated with routed experts although
     merge_mole is on (batches mixing systems). warmup_s: seconds of the first
-    call (with compile: the compile warm-up), None before it. wigner_captures:
-    CUDA-graph captures of the Wigner matrices (wigner_cuda on CUDA).
+    call (with compile and no :meth:`PredictUnit.warm_up`: the compile), None
+    before it. wigner_captures: CUDA-graph captures of the Wigner matrices
+    (wigner_cuda on CUDA).
+    uncompiled_calls: calls answered without compile while a background
+    warm-up compiled (compile only).
     """
 
     calls: int = 0
@@ -135,6 +143,7 @@ class PredictStats:
     routed_calls: int = 0
     warmup_s: float | None = None
     wigner_captures: int = 0
+    uncompiled_calls: int = 0
 
 
 class PredictUnit:
@@ -179,9 +188,10 @@ class PredictUnit:
         else:
             self.graph_generator = radius_graph
         self._merger = ExpertMerger(model) if settings.merge_mole else None
-        self._message_passing = (
-            torch.compile(model.backbone.message_passing, dynamic=True, backend=compile_backend)
-            if settings.compile else None)
+        self._compiled = (CompiledMessagePassing(model.backbone.message_passing, compile_backend)
+                          if settings.compile else None)
+        self._warm_up: WarmUp | None = None
+        self._switched = False
         on_cuda = device.type == "cuda"
         self._rotation = (GraphedRotation(model.backbone.rotation)
                           if settings.wigner_cuda and on_cuda else None)
@@ -258,7 +268,7 @@ class PredictUnit:
         else:
             _check_graph(graph, atoms)
         run = RunOptions(merged=self._merge_for(systems, atoms),
-                         message_passing=self._message_passing, rotation=self._rotation)
+                         message_passing=self._message_passing(), rotation=self._rotation)
         with tf32_matmuls(self._tf32):
             outputs = self.model(atoms, graph, run=run)
         energy = outputs.energy.cpu().numpy()
@@ -300,6 +310,69 @@ class PredictUnit:
                                           stress=np.zeros((3, 3)) if volume > 0 else None))
         return predictions
 
+    def warm_up(self, systems: Sequence[System], *, background: bool = False,
+                cache: KernelCache | None = None, progress: Progress | None = None) -> WarmUp:
+        """Compiles the message passing (``settings.compile``) on a batch of ``systems``.
+
+        One batch suffices: the compiled code then serves any number of systems
+        of these compositions, atoms and edges without a recompile (see
+        :mod:`umadrive.model.compiling`). background: compile in a daemon thread;
+        until it ends, :meth:`predict` answers uncompiled (the same values to
+        rounding) and then switches, with one log line. cache: compiled kernels
+        are loaded from it when there and stored in it (atomically) when built.
+        progress: ``progress(text, final, warm_up)`` every second while compiling
+        and at the end (:data:`~umadrive.model.compiling.Progress`).
+        Raises InferenceSettingsError without ``compile``, RuntimeError when a
+        warm-up was already started.
+        """
+        if self._compiled is None:
+            raise InferenceSettingsError("warm_up() compiles, but InferenceSettings.compile=False")
+        if self._warm_up is not None:
+            raise RuntimeError("this predict unit's warm-up was already started")
+        atoms = self.batch(systems)
+        graph = self.graph(atoms)
+        run = RunOptions(merged=self._merge_for(systems, atoms), message_passing=self._compiled,
+                         rotation=self._rotation)
+
+        def compile_once() -> None:
+            with tf32_matmuls(self._tf32):
+                self.model(atoms, graph, run=run)
+
+        backend = self._compiled.backend
+        if cache is not None and not isinstance(backend, str):
+            raise InferenceSettingsError("compiled kernels are cached only for a named "
+                                         f"compile backend, got {backend!r}")
+
+        def key() -> KernelKey:
+            return KernelKey.of(self.model, self.settings.as_dict(), self.device, backend)
+
+        self._warm_up = WarmUp(compile_once, what=f"the model for {self.device.type} "
+                               f"({backend if isinstance(backend, str) else 'custom backend'})",
+                               cache=cache, key=key if cache is not None else None,
+                               progress=progress)
+        self._warm_up.start(background=background)
+        if not background and self._warm_up.error is not None:
+            raise self._warm_up.error
+        return self._warm_up
+
+    def _message_passing(self) -> CompiledMessagePassing | None:
+        """The compiled message passing, or None for the eager one: without compile,
+        while a background warm-up runs, and after a warm-up failed."""
+        compiled, warm_up = self._compiled, self._warm_up
+        if compiled is None or warm_up is None or self._switched:
+            return compiled  # without a warm-up, this call compiles
+        if not warm_up.done:
+            self.stats.uncompiled_calls += 1
+            return None
+        if warm_up.error is not None:
+            log.error("%s; answering uncompiled from now on", warm_up.summary())
+            self._compiled = None
+            return None
+        self._switched = True
+        log.info("%s; switching to compiled answers after %d uncompiled", warm_up.summary(),
+                 self.stats.uncompiled_calls)
+        return compiled
+
     def _merge_for(self, systems: Sequence[System], atoms: AtomsBatch) -> bool:
         """Whether this batch runs on merged experts (merging them for it if needed)."""
         if self._merger is None:
@@ -323,7 +396,7 @@ class PredictUnit:
         stats = self.stats
         if stats.warmup_s is None:
             stats.warmup_s = seconds
-            if self._message_passing is not None:
+            if self._compiled is not None and self._warm_up is None:
                 log.info("first call with compile (the warm-up): %.1f s", seconds)
         stats.calls += 1
         stats.systems += systems

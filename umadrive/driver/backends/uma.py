@@ -14,6 +14,8 @@ import torch
 
 from umadrive.driver.backends.options import UmaOptions
 from umadrive.model.calculator import default_spin
+from umadrive.model.compile_cache import KernelCache
+from umadrive.model.compiling import Progress, WarmUp
 from umadrive.model.predictor import PredictUnit, System, get_predict_unit
 from umadrive.model.settings import PRESETS, InferenceSettings, InferenceSettingsError
 from umadrive.structure import Prediction, Structure
@@ -64,8 +66,10 @@ class UmaBackend:
         self._task = task
         self._charge = charge
         self._spin = spin
+        self._template = Structure.from_atoms(template)
+        self._warm_up: WarmUp | None = None
         # refuses unknown elements, task, charge or spin now rather than at the first request
-        unit.batch([self._system(Structure.from_atoms(template))])
+        unit.batch([self._system(self._template)])
 
     @classmethod
     def load(cls, model: str, template: ase.Atoms, options: UmaOptions) -> UmaBackend:
@@ -99,6 +103,27 @@ class UmaBackend:
 
     def compute(self, structures: Sequence[Structure]) -> list[Prediction]:
         return self.unit.predict([self._system(s) for s in structures])
+
+    @property
+    def compiles(self) -> bool:
+        """Whether the inference settings compile the model (a warm-up pays off)."""
+        return self.unit.settings.compile
+
+    @property
+    def compiling(self) -> bool:
+        """Whether a background compile is still running."""
+        return self._warm_up is not None and not self._warm_up.done
+
+    def warm_up(self, *, background: bool, progress: Progress | None = None) -> WarmUp:
+        """Compiles the model on the template (see :meth:`PredictUnit.warm_up`), with
+        kernels from and into the cache under ``$UMADRIVE_CACHE/compiled``; with
+        ``background``, ``compute`` answers uncompiled until it is done. Once per
+        backend: later calls return the first warm-up."""
+        if self._warm_up is None:
+            self._warm_up = self.unit.warm_up([self._system(self._template)],
+                                              background=background, cache=KernelCache(),
+                                              progress=progress)
+        return self._warm_up
 
     def device_memory_bytes(self) -> int | None:
         device = self.unit.device

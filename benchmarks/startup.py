@@ -1,0 +1,132 @@
+"""Start-up of a driver: cold and warm start, time to first answer, time to full speed.
+
+    python benchmarks/startup.py [--model umadrive/data/demo/uma-demo.pt] [--steps-after 5]
+
+Each row is a fresh process doing what ``umadrive serve`` does before and after
+the engine connects: load the model (``UmaBackend.load``), start the background
+compile (turbo; kernels from and into the cache under ``$UMADRIVE_CACHE``),
+then answer MD-like steps (108-atom Cu₃Au, positions rattled each step) one
+after another as an engine would, until ``--steps-after`` steps after the
+switch to compiled answers (default mode: that many steps). Times are wall
+seconds from the process launch (imports included); one torch thread.
+
+* cold: an empty ``$UMADRIVE_CACHE`` (umadrive's kernel entries and, as
+  ``umadrive serve`` sets it, inductor's folder): everything is compiled.
+* warm: the cache the cold run filled.
+
+Prints a markdown table and writes ``benchmarks/out/startup.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, cu3au, one_thread_env, perturbed, write_results  # noqa: E402
+
+DEMO = ROOT / "umadrive" / "data" / "demo" / "uma-demo.pt"
+
+
+def child(model: str, mode: str, steps_after: int, launched: float) -> None:
+    """Runs in the measured process; prints one JSON line per event."""
+    def event(name: str, **fields) -> None:
+        print(json.dumps({"event": name, "t": time.time() - launched, **fields}), flush=True)
+
+    from umadrive.commands.compile import keep_inductor_kernels
+    from umadrive.driver.backends import UmaOptions
+    from umadrive.driver.backends.uma import UmaBackend
+
+    keep_inductor_kernels()
+
+    atoms = cu3au((3, 3, 3))
+    backend = UmaBackend.load(model, atoms, UmaOptions(mode=mode))
+    event("loaded")
+    warm_up = backend.warm_up(background=True) if backend.compiles else None
+    compiled_steps = 0
+    for step, structure in enumerate(perturbed(atoms, 10_000)):
+        compiled = warm_up is not None and warm_up.done  # answered compiled from this call on
+        start = time.perf_counter()
+        backend.compute([structure])
+        event("answer", step=step, seconds=time.perf_counter() - start,
+              compiled=compiled or warm_up is None)
+        compiled_steps += compiled or warm_up is None
+        if compiled_steps >= steps_after:
+            break
+    if warm_up is not None:
+        event("compile", seconds=warm_up.seconds, cache_hit=warm_up.cache_hit,
+              error=None if warm_up.error is None else str(warm_up.error))
+
+
+def measure(model: str, mode: str, steps_after: int, cache: Path) -> dict:
+    env = {key: value for key, value in one_thread_env().items()
+           if key != "TORCHINDUCTOR_CACHE_DIR"}
+    env["UMADRIVE_CACHE"] = str(cache)
+    launched = time.time()
+    out = subprocess.run([sys.executable, __file__, "--child", model, mode, str(steps_after),
+                          repr(launched)], env=env, capture_output=True, text=True, check=True)
+    events = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    answers = [e for e in events if e["event"] == "answer"]
+    loaded = next(e["t"] for e in events if e["event"] == "loaded")
+    full = next(e for e in answers if e["compiled"])
+    compile_event = next((e for e in events if e["event"] == "compile"), None)
+    uncompiled = [e["seconds"] for e in answers if not e["compiled"]]
+    return {
+        "loaded_s": loaded,
+        "first_answer_s": answers[0]["t"],
+        "first_answer_after_load_s": answers[0]["t"] - loaded,
+        "full_speed_s": full["t"] - full["seconds"],
+        "full_speed_after_load_s": full["t"] - full["seconds"] - loaded,
+        "uncompiled_step_s": statistics.median(uncompiled) if uncompiled else None,
+        "full_speed_step_s": statistics.median(e["seconds"] for e in answers if e["compiled"]),
+        "uncompiled_steps": len(uncompiled),
+        "compile_s": compile_event and compile_event["seconds"],
+        "cache_hit": compile_event and compile_event["cache_hit"],
+    }
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        model, mode, steps_after, launched = sys.argv[2:6]
+        child(model, mode, int(steps_after), float(launched))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(DEMO))
+    parser.add_argument("--steps-after", type=int, default=5)
+    args = parser.parse_args()
+    cache = Path(tempfile.mkdtemp(prefix="startup-cache-"))
+    runs = [("default", "cold"), ("turbo", "cold"), ("turbo", "warm")]
+    results = []
+    for mode, start in runs:
+        result = {"mode": mode, "start": start, **measure(args.model, mode, args.steps_after,
+                                                          cache)}
+        results.append(result)
+        print(json.dumps(result), flush=True)
+
+    def s(value, digits=1):
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    table = ["| mode | start | model loaded s | first answer s (after load) | full speed s "
+             "(after load) | s/step uncompiled | s/step full speed | compile s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        table.append(
+            f"| {r['mode']} | {r['start']} | {s(r['loaded_s'])} | {s(r['first_answer_s'])} "
+            f"({s(r['first_answer_after_load_s'])}) | {s(r['full_speed_s'])} "
+            f"({s(r['full_speed_after_load_s'])}) | "
+            f"{s(r['uncompiled_step_s'], 3)} | {s(r['full_speed_step_s'], 3)} | "
+            f"{s(r['compile_s'])} |")
+    write_results("startup", table, {"model": args.model, "runs": results})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

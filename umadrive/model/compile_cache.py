@@ -1,0 +1,170 @@
+"""Compiled kernels kept across processes, under ``$UMADRIVE_CACHE/compiled/``.
+
+One entry per :class:`KernelKey`: everything that makes torch.compile's output
+valid for a model (its weights and architecture, the inference settings, dtype,
+device and its capability, the compile backend, torch and Python versions). The
+payload is torch's own cache blob (``torch.compiler.save_cache_artifacts``:
+inductor's generated code and AOTAutograd's graphs); loading it fills torch's
+caches, so the next compile of the same graphs reuses the code instead of
+generating it. Torch checks its own keys again when it looks the graphs up: a
+blob that does not fit only misses, it never runs wrong code.
+
+An entry file is a magic line, one JSON header line (the key, the payload's
+length and SHA-256) and the payload. It is written to a temporary file in the
+same folder and renamed over the entry (atomic on POSIX), so any number of
+processes may write and read the same entry at once: a reader sees a whole old
+entry, a whole new one, or none. A file that fails any check (truncated,
+damaged, another key, another format) is reported, removed and rebuilt; it is
+never handed to torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from umadrive.model.names import umadrive_cache
+
+log = logging.getLogger(__name__)
+
+#: Bumped when the entry layout or what the payload means changes.
+FORMAT = 1
+_MAGIC = b"UMADRIVE-COMPILED-KERNELS\n"
+
+
+@dataclass(frozen=True)
+class KernelKey:
+    """What compiled kernels depend on; two processes with equal keys share them.
+
+    model_sha256: SHA-256 of the model's architecture and weights (:func:`model_digest`).
+    settings: the inference settings (``InferenceSettings.as_dict()``) as JSON.
+    device: "cpu" or "cuda". capability: the device's instruction set (CPU:
+    torch's vector ISA and the machine) or CUDA compute capability and name.
+    backend: torch.compile's backend. torch, python: versions.
+    """
+
+    model_sha256: str
+    settings: str
+    device: str
+    capability: str
+    backend: str
+    torch: str
+    python: str
+    format: int = FORMAT
+
+    @classmethod
+    def of(cls, model: torch.nn.Module, settings: dict, device: torch.device,
+           backend: str) -> "KernelKey":
+        """The key of ``model`` (on ``device``) compiled with ``backend`` under ``settings``."""
+        return cls(model_sha256=model_digest(model),
+                   settings=json.dumps(settings, sort_keys=True), device=device.type,
+                   capability=device_capability(device), backend=backend,
+                   torch=torch.__version__, python=platform.python_version())
+
+    def as_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def file_name(self) -> str:
+        return hashlib.sha256(self.as_json().encode()).hexdigest()[:32] + ".bin"
+
+
+def model_digest(model: torch.nn.Module) -> str:
+    """SHA-256 over every state-dict entry's name, dtype, shape and bytes, and the
+    model's ``config`` (architecture) when it has one."""
+    digest = hashlib.sha256(repr(getattr(model, "config", None)).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def device_capability(device: torch.device) -> str:
+    """What the generated code of ``device`` depends on beyond its type."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"sm_{major}{minor} {torch.cuda.get_device_name(device)} cuda {torch.version.cuda}"
+    return f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}"
+
+
+def default_folder() -> Path:
+    """``$UMADRIVE_CACHE/compiled`` (default ``~/.cache/umadrive/compiled``)."""
+    return umadrive_cache() / "compiled"
+
+
+class KernelCache:
+    """The entries under ``folder`` (created when the first entry is written)."""
+
+    def __init__(self, folder: str | os.PathLike | None = None) -> None:
+        self.folder = Path(folder) if folder is not None else default_folder()
+
+    def path(self, key: KernelKey) -> Path:
+        return self.folder / key.file_name()
+
+    def load(self, key: KernelKey) -> bytes | None:
+        """The payload stored for ``key``; None when there is none or the entry fails
+        a check (it is then removed, with a warning naming it and why)."""
+        path = self.path(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        problem = _check_entry(data, key)
+        if problem is None:
+            header_end = data.index(b"\n", len(_MAGIC)) + 1
+            return data[header_end:]
+        log.warning("compiled-kernel cache entry %s is unusable (%s): removing it; the kernels "
+                    "are compiled again and stored anew", path, problem)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return None
+
+    def store(self, key: KernelKey, payload: bytes) -> Path:
+        """Writes the entry of ``key`` atomically; returns its path."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        header = json.dumps({"key": json.loads(key.as_json()), "bytes": len(payload),
+                             "sha256": hashlib.sha256(payload).hexdigest()}, sort_keys=True)
+        path = self.path(key)
+        handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=f".{path.name}.",
+                                             suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(_MAGIC + header.encode() + b"\n" + payload)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+        return path
+
+
+def _check_entry(data: bytes, key: KernelKey) -> str | None:
+    """Why ``data`` is not a valid entry for ``key``, or None."""
+    if not data.startswith(_MAGIC):
+        return "not an umadrive compiled-kernel entry"
+    header_end = data.find(b"\n", len(_MAGIC))
+    if header_end < 0:
+        return "truncated header"
+    try:
+        header = json.loads(data[len(_MAGIC):header_end])
+        stored_key, size, checksum = header["key"], header["bytes"], header["sha256"]
+    except (ValueError, KeyError, TypeError):
+        return "damaged header"
+    if stored_key != json.loads(key.as_json()):
+        return "written for another model, settings, device or torch version"
+    payload = data[header_end + 1:]
+    if len(payload) != size:
+        return f"{len(payload)} payload bytes, the header says {size}"
+    if hashlib.sha256(payload).hexdigest() != checksum:
+        return "payload checksum mismatch"
+    return None
