@@ -38,7 +38,8 @@ def test_pimd_over_shared_memory_every_bead_matches_direct_emt(
     count = f"{connections} connection{'s' if connections > 1 else ''}"
     assert f"connected to unix:{DEFAULT_PREFIX}{socket_name} (shared memory, {count})" in log, log
     assert "the server sent EXIT after" in log, log
-    assert requests_served(log) == {"umadrive serve": NBEADS * (STEPS + 1) // batch_size}
+    assert requests_served(log) == {"umadrive serve": NBEADS * (STEPS + 1) // batch_size}, \
+        processes.logs()
     assert_every_bead_matches_emt(tmp_path)
 
 
