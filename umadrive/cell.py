@@ -98,12 +98,13 @@ def check_cell(cell: np.ndarray, pbc: np.ndarray, cutoff: float, *,
     volume = abs(float(np.linalg.det(lattice)))
     heights = _heights(lattice, volume)
     heights[~flags] = np.inf
-    described = (f"lattice vector lengths {_angstrom(lengths[flags])} Å, heights (plane "
-                 f"spacings) {_angstrom(heights[flags])} Å along periodic directions "
-                 f"{np.flatnonzero(flags).tolist()}")
+    def described() -> str:  # formatted only for a message
+        return (f"lattice vector lengths {_angstrom(lengths[flags])} Å, heights (plane "
+                f"spacings) {_angstrom(heights[flags])} Å along periodic directions "
+                f"{np.flatnonzero(flags).tolist()}")
     if volume < SINGULAR_TOLERANCE * float(np.prod(np.linalg.norm(lattice, axis=1))):
         raise CellError(f"the cell is singular (its periodic lattice vectors are linearly "
-                        f"dependent): {described}; give independent lattice vectors (check the "
+                        f"dependent): {described()}; give independent lattice vectors (check the "
                         "cell the engine sends, and its units)")
     reach = np.where(flags, cutoff / heights, 0.0)
     images = np.ceil(reach)
@@ -111,7 +112,7 @@ def check_cell(cell: np.ndarray, pbc: np.ndarray, cutoff: float, *,
     if images.max() > max_images_per_direction or total > max_images:
         worst = int(np.argmax(reach))
         raise CellError(
-            f"the cell is too thin for the neighbour search: {described}; a {cutoff:g} Å cutoff "
+            f"the cell is too thin for the neighbour search: {described()}; a {cutoff:g} Å cutoff "
             f"needs {int(images[worst])} periodic images each way along direction {worst} "
             f"({total:.3g} in all; limits {max_images_per_direction} each way, {max_images} in "
             "all); check the cell the engine sends (its units, and whether that direction "

@@ -34,3 +34,25 @@ def test_each_system_gets_its_own_mixture():
         alone = layer(part, ExpertRouting(alpha[b:b + 1], (counts[b],)))
         start = sum(counts[:b])
         assert torch.allclose(got[start:start + counts[b]], alone, atol=1e-13)
+
+
+def test_consecutive_systems_of_equal_mixtures_share_one_block_of_rows():
+    layer = _layer()
+    a, b = torch.softmax(torch.randn(2, 4, dtype=torch.float64), dim=1)
+    alpha = torch.stack((a, a, b, b, b, a))
+    counts = (2, 3, 1, 4, 2, 3)
+    routing = ExpertRouting.grouped(alpha, counts)
+    assert routing.counts == (5, 7, 3)
+    assert torch.equal(routing.coefficients, torch.stack((a, b, a)))
+    x = torch.randn(sum(counts), 6, dtype=torch.float64)
+    assert torch.allclose(layer(x, routing), layer(x, ExpertRouting(alpha, counts)), atol=1e-13)
+    # a chunk of the rows keeps the mixture of each of its rows
+    part = routing.rows(4, 13)
+    assert part.counts == (1, 7, 1)
+    assert torch.allclose(layer(x[4:13], part), layer(x, routing)[4:13], atol=1e-13)
+
+
+def test_systems_of_different_mixtures_keep_their_own():
+    alpha = torch.softmax(torch.randn(3, 4, dtype=torch.float64), dim=1)
+    routing = ExpertRouting.grouped(alpha, (2, 2, 2))
+    assert routing.counts == (2, 2, 2) and torch.equal(routing.coefficients, alpha)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import ase
 import numpy as np
 
@@ -45,22 +47,31 @@ def check_structure(structure: Structure, template: ase.Atoms, *,
             )
     sent = np.asarray(structure.pbc, dtype=bool)
     periodic = _check_periodicity(sent, structure.cell, template, pbc)
-    try:
-        check_cell(structure.cell, periodic, REFERENCE_CUTOFF)
-    except CellError as error:
-        raise RequestError(f"{error}") from None
+    refusal = _cell_refusal(np.asarray(structure.cell, dtype=np.float64).tobytes(),
+                            tuple(bool(p) for p in periodic))
+    if refusal is not None:
+        raise RequestError(refusal)
     return Structure(positions=structure.positions, cell=structure.cell, pbc=periodic)
+
+
+@functools.lru_cache(maxsize=64)
+def _cell_refusal(cell: bytes, periodic: tuple[bool, ...]) -> str | None:
+    """check_cell's message for a cell (float64 bytes, rows) or None; remembered,
+    since the beads of a step and the steps of a fixed-cell run share one cell."""
+    try:
+        check_cell(np.frombuffer(cell).reshape(3, 3), np.array(periodic), REFERENCE_CUTOFF)
+    except CellError as error:
+        return f"{error}"
+    return None
 
 
 def _check_periodicity(sent: np.ndarray, cell: np.ndarray, template: ase.Atoms,
                        pbc: tuple[bool, bool, bool] | None) -> np.ndarray:
-    lengths = ", ".join(f"{length:.4g}" for length in np.linalg.norm(cell, axis=1))
-    engine = f"the engine sends lattice vectors of lengths {lengths} Å (pbc {_flags(sent)})"
     if pbc is None:
         wanted = np.asarray(template.pbc, dtype=bool)
         if not np.array_equal(wanted, sent):
             raise RequestError(
-                f"{engine}, but the template structure has pbc {_flags(wanted)}: computing it "
+                f"{_engine(sent, cell)}, but the template structure has pbc {_flags(wanted)}: computing it "
                 "would silently give other physics. Give --structure a template with the "
                 f"engine's cell, or say which directions are periodic with --pbc "
                 f"(--pbc {_flags(sent)}: as the engine sends it; --pbc {_flags(wanted & sent)}: "
@@ -69,10 +80,16 @@ def _check_periodicity(sent: np.ndarray, cell: np.ndarray, template: ase.Atoms,
     wanted = np.asarray(pbc, dtype=bool)
     if (wanted & ~sent).any():
         raise RequestError(
-            f"{engine}, but --pbc {_flags(wanted)} asks for a periodic direction where the "
+            f"{_engine(sent, cell)}, but --pbc {_flags(wanted)} asks for a periodic direction where the "
             f"lattice vector is zero; use --pbc {_flags(wanted & sent)} or give the engine a "
             "cell in those directions")
     return wanted
+
+
+def _engine(sent: np.ndarray, cell: np.ndarray) -> str:
+    """What the engine sent, for the messages (formatted only when one is raised)."""
+    lengths = ", ".join(f"{length:.4g}" for length in np.linalg.norm(cell, axis=1))
+    return f"the engine sends lattice vectors of lengths {lengths} Å (pbc {_flags(sent)})"
 
 
 def _flags(pbc: np.ndarray) -> str:

@@ -211,8 +211,9 @@ class ESCNMDBackbone(nn.Module):
         if not merged:
             centre = inputs.edge_index[1]
             edge_counts = torch.bincount(inputs.batch[centre], minlength=system.shape[0])
-            routing = ExpertRouting(self.expert_coefficients(inputs.numbers, inputs.batch, system),
-                                    tuple(edge_counts.tolist()))
+            routing = ExpertRouting.grouped(
+                self.expert_coefficients(inputs.numbers, inputs.batch, system),
+                tuple(edge_counts.tolist()))
         targets = None
         if self.balances_channels:
             natoms = torch.bincount(inputs.batch, minlength=system.shape[0])

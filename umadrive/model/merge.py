@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -33,6 +32,9 @@ from umadrive.model.mole import MixtureOfLinearExperts
 from umadrive.model.uma import UMA
 
 log = logging.getLogger(__name__)
+
+# distinct systems whose merge keys ExpertMerger.key_of keeps
+_KEYS_KEPT = 256
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,10 @@ def merge_key(numbers: np.ndarray, charge: int, spin: int, task: str, *,
               count_matters: bool) -> MergeKey:
     """The key of one system; numbers: (n,) atomic numbers. count_matters: the
     model's mixture depends on the atom count (UMA 1.0, UMA-S-1.2)."""
-    counts = Counter(int(z) for z in np.asarray(numbers))
-    divisor = math.gcd(*counts.values())
-    return MergeKey(composition=tuple(sorted((z, n // divisor) for z, n in counts.items())),
+    elements, counts = np.unique(np.asarray(numbers), return_counts=True)
+    divisor = math.gcd(*(int(n) for n in counts))
+    return MergeKey(composition=tuple((int(z), int(n) // divisor)
+                                      for z, n in zip(elements, counts)),
                     charge=int(charge), spin=int(spin), task=task,
                     atoms=len(numbers) if count_matters else None)
 
@@ -70,7 +73,8 @@ class ExpertMerger:
     """Owns the merged weights of one model (backbone experts and head experts).
 
     ``ensure(key, numbers, charge, spin, task)`` merges for ``key`` unless the
-    weights already belong to it; ``merges`` counts the merges done.
+    weights already belong to it; ``merges`` counts the merges done. ``key_of``
+    remembers the keys of the systems it has seen (the same beads every step).
     """
 
     def __init__(self, model: UMA) -> None:
@@ -80,13 +84,22 @@ class ExpertMerger:
                        if isinstance(module, MixtureOfLinearExperts)]
         self.key: MergeKey | None = None
         self.merges = 0
+        self._keys: dict[tuple, MergeKey] = {}
 
     @property
     def count_matters(self) -> bool:
         return self.backbone.config.composition_includes_self
 
     def key_of(self, numbers: np.ndarray, charge: int, spin: int, task: str) -> MergeKey:
-        return merge_key(numbers, charge, spin, task, count_matters=self.count_matters)
+        numbers = np.asarray(numbers)
+        seen = (numbers.dtype.str, numbers.tobytes(), int(charge), int(spin), task)
+        key = self._keys.get(seen)
+        if key is None:
+            if len(self._keys) >= _KEYS_KEPT:
+                self._keys.clear()
+            key = self._keys[seen] = merge_key(numbers, charge, spin, task,
+                                               count_matters=self.count_matters)
+        return key
 
     def ensure(self, key: MergeKey, numbers: torch.Tensor, charge: int, spin: int,
                task: str) -> bool:

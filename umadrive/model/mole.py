@@ -24,12 +24,33 @@ from torch.nn import functional as F
 class ExpertRouting:
     """How the rows of an edge tensor map onto mixtures.
 
-    coefficients: (B, n_experts) mixing coefficients per system.
+    coefficients: (B, n_experts) mixing coefficients per system (or run of systems).
     counts: rows (edges) per system, in row order; sums to the number of rows.
+    :meth:`grouped` joins consecutive systems of equal coefficients into one.
     """
 
     coefficients: torch.Tensor
     counts: tuple[int, ...]
+
+    @classmethod
+    def grouped(cls, coefficients: torch.Tensor, counts: tuple[int, ...]) -> "ExpertRouting":
+        """The routing of systems ``coefficients`` (B, n_experts) with ``counts`` rows
+        each, where consecutive systems with equal coefficients (path-integral beads,
+        a batch of one material) share one mixture: one matrix product for all of
+        their rows instead of one per system."""
+        if coefficients.shape[0] < 2:
+            return cls(coefficients, counts)
+        same = (coefficients[1:] == coefficients[:-1]).all(dim=1).tolist()
+        kept, merged = [0], [counts[0]]
+        for system, equal in enumerate(same, start=1):
+            if equal:
+                merged[-1] += counts[system]
+            else:
+                kept.append(system)
+                merged.append(counts[system])
+        if len(kept) == len(counts):
+            return cls(coefficients, counts)
+        return cls(coefficients[kept], tuple(merged))
 
     def rows(self, start: int, stop: int) -> "ExpertRouting":
         """The routing of rows ``start:stop`` (a chunk of the edges)."""

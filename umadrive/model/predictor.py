@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 #: Edges per activation-checkpointing chunk (fairchem's value, 128 Ki edges).
 CHECKPOINT_CHUNK_EDGES = 128 * 1024
+# distinct systems whose numbers, task, charge and spin were checked, kept at most
+_SPECIES_CACHE = 256
 
 GraphGenerator = Callable[..., RadiusGraph]
 """A function with :func:`umadrive.model.graph.radius_graph`'s signature."""
@@ -86,16 +88,20 @@ class System:
     spin: int
 
 
-def _check_system(index: int, system: System, unit: "PredictUnit") -> None:
-    where = f"system {index}"
+def _species_key(system: System) -> tuple:
+    """What the once-per-system checks depend on: the numbers' bytes, task, charge
+    and spin (``repr`` so that 1, 1.0 and True stay apart)."""
     numbers = np.asarray(system.numbers)
-    positions = np.asarray(system.structure.positions)
+    return (numbers.dtype.str, numbers.shape, numbers.tobytes(), system.task,
+            repr(system.charge), repr(system.spin))
+
+
+def _check_species(where: str, system: System, unit: "PredictUnit") -> None:
+    """The numbers, task, charge and spin of one system (positions: see ``batch``)."""
+    numbers = np.asarray(system.numbers)
     if numbers.ndim != 1 or numbers.shape[0] == 0:
         raise InvalidSystemError(f"{where}: numbers must be a non-empty 1-d array, got shape "
                                  f"{numbers.shape}")
-    if positions.shape != (numbers.shape[0], 3):
-        raise InvalidSystemError(f"{where}: positions have shape {positions.shape}, expected "
-                                 f"({numbers.shape[0]}, 3) for {numbers.shape[0]} atoms")
     if not np.issubdtype(numbers.dtype, np.integer):
         raise InvalidSystemError(f"{where}: numbers must be integers, got dtype {numbers.dtype}")
     max_z = unit.model.config.max_num_elements - 1
@@ -119,8 +125,6 @@ def _check_system(index: int, system: System, unit: "PredictUnit") -> None:
             raise InvalidSystemError(f"{where}: {name} must be an integer, got {value!r}")
         if not low <= value <= high:
             raise InvalidSystemError(f"{where}: {name}={value} is outside [{low}, {high}]")
-    if not np.all(np.isfinite(positions)) or not np.all(np.isfinite(system.structure.cell)):
-        raise InvalidSystemError(f"{where}: positions and cell must be finite")
 
 
 @dataclass
@@ -197,6 +201,8 @@ class PredictUnit:
                           if settings.wigner_cuda and on_cuda else None)
         self._tf32 = settings.tf32 and on_cuda
         self._isolated_atoms: IsolatedAtomEnergies | None = None
+        self._checked_species: set[tuple] = set()
+        self._numbers_on_device: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
 
     @property
     def datasets(self) -> tuple[str, ...]:
@@ -217,26 +223,63 @@ class PredictUnit:
         return active
 
     def batch(self, systems: Sequence[System]) -> AtomsBatch:
-        """The systems as one batch of tensors on the model's device (validated)."""
+        """The systems as one batch of tensors on the model's device (validated).
+
+        What never changes within a run (a system's numbers, task, charge and
+        spin) is checked once per distinct system, and the atomic numbers are
+        uploaded once per distinct batch of them; positions and cells are
+        checked on every call."""
         if not systems:
             raise InvalidSystemError("predict() needs at least one system")
+        species = []
         for index, system in enumerate(systems):
-            _check_system(index, system, self)
+            key = _species_key(system)
+            if key not in self._checked_species:
+                _check_species(f"system {index}", system, self)
+                if len(self._checked_species) >= _SPECIES_CACHE:
+                    self._checked_species.clear()
+                self._checked_species.add(key)
+            count = key[1][0]
+            shape = np.shape(system.structure.positions)
+            if shape != (count, 3):
+                raise InvalidSystemError(f"system {index}: positions have shape {shape}, "
+                                         f"expected ({count}, 3) for {count} atoms")
+            species.append(key[:3])
+        positions = np.concatenate([system.structure.positions for system in systems])
+        cells = np.stack([system.structure.cell for system in systems])
+        if not (np.isfinite(positions).all() and np.isfinite(cells).all()):
+            index = next(i for i, system in enumerate(systems)
+                         if not (np.isfinite(system.structure.positions).all()
+                                 and np.isfinite(system.structure.cell).all()))
+            raise InvalidSystemError(f"system {index}: positions and cell must be finite")
+        numbers, batch = self._numbers_tensors(systems, tuple(species))
         def tensor(values, dtype):
             return torch.as_tensor(np.asarray(values), dtype=dtype, device=self.device)
-        sizes = [len(system.numbers) for system in systems]
         return AtomsBatch(
-            numbers=tensor(np.concatenate([system.numbers for system in systems]), torch.long),
-            positions=tensor(np.concatenate([system.structure.positions for system in systems]),
-                             self.dtype),
-            cell=tensor(np.stack([system.structure.cell for system in systems]), self.dtype),
+            numbers=numbers,
+            positions=tensor(positions, self.dtype),
+            cell=tensor(cells, self.dtype),
             pbc=tensor(np.stack([system.structure.pbc for system in systems]), torch.bool),
-            batch=torch.repeat_interleave(torch.arange(len(systems), device=self.device),
-                                          tensor(sizes, torch.long)),
+            batch=batch,
             charge=tensor([int(system.charge) for system in systems], torch.long),
             spin=tensor([int(system.spin) for system in systems], torch.long),
             datasets=tuple(system.task for system in systems),
         )
+
+    def _numbers_tensors(self, systems: Sequence[System],
+                         species: tuple[tuple, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,) atomic numbers and (N,) system index on the device, uploaded again
+        only when the batch's numbers (``species``: each system's dtype, shape and
+        bytes) change."""
+        cached = self._numbers_on_device
+        if cached is not None and cached[0] == species:
+            return cached[1], cached[2]
+        sizes = torch.as_tensor([len(system.numbers) for system in systems], device=self.device)
+        numbers = torch.as_tensor(np.concatenate([system.numbers for system in systems]),
+                                  dtype=torch.long, device=self.device)
+        batch = torch.repeat_interleave(torch.arange(len(systems), device=self.device), sizes)
+        self._numbers_on_device = (species, numbers, batch)
+        return numbers, batch
 
     def graph(self, atoms: AtomsBatch) -> RadiusGraph:
         """The radius graph of a batch, from this unit's generator and settings."""

@@ -1,0 +1,86 @@
+"""Per-structure cost of a batch: 1, 4, 16 and 32 rattled 108-atom Cu3Au
+structures per ``predict`` call, the bundled demo model, energy + forces + stress.
+
+Each round calls every batch size once, in turn, so load from other processes
+hits them alike; medians over the rounds. ``--compare-routing`` also runs every
+size with the routed experts of the systems of a batch mixed one system at a
+time (the code before ``ExpertRouting.grouped``), alternating with the current
+path. Prints a markdown table and writes benchmarks/out/batch_scaling.json.
+
+    python benchmarks/batch_scaling.py [--modes default,turbo] [--sizes 1,4,16,32]
+        [--rounds 3] [--threads 2] [--compare-routing]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import ROOT, cu3au, perturbed, write_results  # noqa: E402
+from umadrive.model import mole  # noqa: E402
+from umadrive.model.predictor import System, get_predict_unit  # noqa: E402
+from umadrive.model.settings import InferenceSettings  # noqa: E402
+
+DEMO_MODEL = ROOT / "umadrive" / "data" / "demo" / "uma-demo.pt"
+GROUPED = mole.ExpertRouting.grouped
+
+
+def per_system(coefficients: torch.Tensor, counts: tuple[int, ...]) -> mole.ExpertRouting:
+    """One mixture per system, as before ``ExpertRouting.grouped``."""
+    return mole.ExpertRouting(coefficients, counts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modes", default="default")
+    parser.add_argument("--sizes", default="1,4,16,32")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compare-routing", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    template = cu3au((3, 3, 3))
+    sizes = [int(n) for n in args.sizes.split(",")]
+    variants = ["grouped", "per-system"] if args.compare_routing else ["grouped"]
+    results, table = {}, [
+        f"108-atom Cu3Au, demo model, {args.threads} threads, median of {args.rounds} rounds "
+        "(ms per structure)", "",
+        "| mode | routing | " + " | ".join(f"{n} per call" for n in sizes) + " |",
+        "|---|---|" + "---:|" * len(sizes)]
+    for mode in args.modes.split(","):
+        unit = get_predict_unit(str(DEMO_MODEL), "cpu", InferenceSettings.preset(mode))
+        task = unit.datasets[0]
+        def systems(count: int, seed: int) -> list[System]:
+            return [System(template.numbers, s, task, 0, 0)
+                    for s in perturbed(template, count, seed)]
+        unit.predict(systems(2, 0))  # merges / compiles, warms the allocator
+        times = {(variant, n): [] for variant in variants for n in sizes}
+        for round_ in range(args.rounds):
+            for n in sizes:
+                for variant in variants:
+                    mole.ExpertRouting.grouped = GROUPED if variant == "grouped" else per_system
+                    batch = systems(n, 1000 * round_ + n)
+                    start = time.perf_counter()
+                    unit.predict(batch)
+                    times[variant, n].append((time.perf_counter() - start) / n)
+        mole.ExpertRouting.grouped = GROUPED
+        for variant in variants:
+            medians = [statistics.median(times[variant, n]) for n in sizes]
+            results[f"{mode}/{variant}"] = {
+                "ms_per_structure": dict(zip(sizes, (1e3 * m for m in medians))),
+                "all_s": {n: times[variant, n] for n in sizes}}
+            table.append(f"| {mode} | {variant} | "
+                         + " | ".join(f"{1e3 * m:.0f}" for m in medians) + " |")
+    write_results("batch_scaling", table, {"atoms": len(template), "threads": args.threads,
+                                           "rounds": args.rounds, "model": DEMO_MODEL.name,
+                                           "results": results})
+
+
+if __name__ == "__main__":
+    main()
