@@ -28,7 +28,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
-import ase
 import numpy as np
 
 from umadrive.structure import Prediction, Structure

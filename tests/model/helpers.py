@@ -4,6 +4,7 @@ built from ASE atoms."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -55,3 +56,12 @@ def system_of(atoms: Atoms, task: str, charge: int = 0, spin: int = 0) -> System
                   structure=Structure(positions=atoms.positions.copy(),
                                       cell=atoms.cell.array.copy(), pbc=atoms.pbc.copy()),
                   task=task, charge=charge, spin=spin)
+
+
+def rattled(system: System, scale: float, seed: int) -> System:
+    """``system`` with its positions displaced by normal noise of ``scale`` Å."""
+    rng = np.random.default_rng(seed)
+    positions = system.structure.positions + rng.normal(scale=scale,
+                                                        size=system.structure.positions.shape)
+    return dataclasses.replace(system, structure=dataclasses.replace(system.structure,
+                                                                     positions=positions))

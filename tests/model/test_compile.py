@@ -12,7 +12,6 @@ generation and the kernel cache across processes are in
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 
@@ -20,11 +19,11 @@ import numpy as np
 import pytest
 import torch
 
-from umadrive.model import InferenceSettings, System, get_predict_unit
+from umadrive.model import InferenceSettings, get_predict_unit
 from umadrive.model.settings import InferenceSettingsError
 from umadrive.testing import tolerance
 
-from tests.model.helpers import checkpoint_path
+from tests.model.helpers import checkpoint_path, rattled
 
 #: turbo without the CUDA-only settings
 TURBO_CPU = dict(activation_checkpointing=False, merge_mole=True, compile=True)
@@ -34,14 +33,6 @@ F32 = torch.float32
 def _unit(settings: dict, dtype=F32, **kwargs):
     return get_predict_unit(checkpoint_path("s1p1"), inference_settings=InferenceSettings(
         base_precision_dtype=dtype, **settings), **kwargs)
-
-
-def _rattled(system: System, scale: float, seed: int) -> System:
-    rng = np.random.default_rng(seed)
-    positions = system.structure.positions + rng.normal(scale=scale,
-                                                        size=system.structure.positions.shape)
-    return dataclasses.replace(system, structure=dataclasses.replace(system.structure,
-                                                                     positions=positions))
 
 
 def _assert_close(got, expected, dtype=F32, label=""):
@@ -96,7 +87,7 @@ def test_one_warm_up_serves_any_batch_atom_and_edge_count_without_recompiling(um
              ("triclinic_alloy", 2), ("over_max_neighbors", 1)]
     with torch.compiler.set_stance("fail_on_recompile"):
         for label, size in steps:
-            systems = [_rattled(cases[label], 0.1, seed) for seed in range(size)]
+            systems = [rattled(cases[label], 0.1, seed) for seed in range(size)]
             batch = turbo.batch(systems)
             edges.add(int(turbo.graph(batch).edge_index.shape[1]))
             atoms.add(int(batch.numbers.shape[0]))
@@ -114,7 +105,7 @@ def test_a_background_warm_up_answers_uncompiled_then_switches(uma_cases, caplog
     after the switch agree to float32 tolerance."""
     torch._dynamo.reset()
     system = uma_cases("s1p1")[3][1]
-    steps = [_rattled(system, 0.05, seed) for seed in range(4)]
+    steps = [rattled(system, 0.05, seed) for seed in range(4)]
     backend = _GatedBackend()
     turbo = _unit(TURBO_CPU, compile_backend=backend)
     lines = []
@@ -145,7 +136,7 @@ def test_a_failed_background_compile_leaves_uncompiled_answers(uma_cases, caplog
     assert warm_up.wait(timeout=300) and not warm_up.succeeded
     with caplog.at_level(logging.ERROR, logger="umadrive.model.predictor"):
         for seed in range(2):
-            step = _rattled(system, 0.05, seed)
+            step = rattled(system, 0.05, seed)
             _assert_close(turbo.predict([step]), eager.predict([step]))
     assert caplog.text.count("compiler exploded (test)") == 1
     assert "answering uncompiled from now on" in caplog.text

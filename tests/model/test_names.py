@@ -99,7 +99,7 @@ def test_missing_known_model_says_which_file_to_put_where(caches):
     with pytest.raises(ModelNotFoundError) as error:
         resolve_model("uma-s-1p1")
     message = str(error.value)
-    assert f"Put uma-s-1p1.pt (from https://huggingface.co/facebook/UMA, file checkpoints/uma-s-1p1.pt" in message
+    assert "Put uma-s-1p1.pt (from https://huggingface.co/facebook/UMA, file checkpoints/uma-s-1p1.pt" in message
     assert f"into {caches / 'umadrive'}/" in message
     assert "HF_HUB_OFFLINE is set" in message
     assert str(caches / "umadrive" / "uma-s-1p1.pt") in message
@@ -111,11 +111,6 @@ def test_download_is_skipped_without_huggingface_hub(caches, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "huggingface_hub", None)  # not importable
     with pytest.raises(ModelNotFoundError, match="huggingface_hub is not installed"):
         resolve_model("uma-m-1p1")
-
-
-def test_unknown_name(caches):
-    with pytest.raises(ModelNotFoundError, match=r"'uma-x' is neither a checkpoint file nor a known model name.*uma-m-1p1, uma-s-1, uma-s-1p1"):
-        resolve_model("uma-x")
 
 
 def test_missing_path(caches):

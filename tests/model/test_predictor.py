@@ -19,7 +19,7 @@ from umadrive.model.settings import InferenceSettingsError
 from umadrive.structure import Structure
 from umadrive.testing import check_batch_equals_single, check_merged_equals_unmerged, tolerance
 
-from tests.model.helpers import checkpoint_path
+from tests.model.helpers import checkpoint_path, rattled
 
 F64 = torch.float64
 #: turbo without the CUDA-only settings and without inductor code generation (CI-sized)
@@ -43,14 +43,6 @@ def _assert_same(prediction, expected, n_atoms, dtype=F64, label=""):
     else:
         np.testing.assert_allclose(prediction.stress, stress, rtol=0, atol=tol.stress,
                                    err_msg=label)
-
-
-def _rattled(system: System, scale: float, seed: int) -> System:
-    rng = np.random.default_rng(seed)
-    positions = system.structure.positions + rng.normal(scale=scale,
-                                                        size=system.structure.positions.shape)
-    return dataclasses.replace(system, structure=dataclasses.replace(system.structure,
-                                                                     positions=positions))
 
 
 def _supercell(system: System, repeat: tuple[int, int, int]) -> System:
@@ -125,7 +117,7 @@ def test_merged_experts_follow_every_change_and_merge_once_per_change(uma_cases,
     si = cases["primitive_2_atoms"]
     steps = [  # (system, merges expected after the call)
         (cu_cell, 1),
-        (_rattled(cu_cell, 0.02, 1), 1),                  # an MD step
+        (rattled(cu_cell, 0.02, 1), 1),                  # an MD step
         (_supercell(si, (2, 1, 1)), 2),                   # composition change
         (si, 2),                                          # same reduced composition
         (dataclasses.replace(si, charge=1), 3),           # charge change
@@ -147,7 +139,7 @@ def test_merged_experts_follow_every_change_and_merge_once_per_change(uma_cases,
 
 def test_four_beads_in_one_batch_equal_four_single_calls(uma_cases):
     cases = {label: system for label, system, _ in uma_cases("s1p1")}
-    beads = [_rattled(cases["triclinic_alloy"], 0.03, seed) for seed in range(4)]
+    beads = [rattled(cases["triclinic_alloy"], 0.03, seed) for seed in range(4)]
     turbo = _unit(dict(activation_checkpointing=False, merge_mole=True))
     check_batch_equals_single(turbo.predict, beads)
     assert turbo.stats.merges == 1 and turbo.stats.routed_calls == 0
@@ -231,7 +223,7 @@ def test_compiled_modes_follow_md_steps_without_recompiling(settings, uma_cases)
     backend = _CountingBackend()
     turbo = _unit(settings, compile_backend=backend)
     default = _unit({})
-    steps = [_rattled(cases["triclinic_alloy"], 0.15, seed) for seed in range(4)]
+    steps = [rattled(cases["triclinic_alloy"], 0.15, seed) for seed in range(4)]
     edge_counts = set()
     for index, system in enumerate(steps):
         edge_counts.add(int(turbo.graph(turbo.batch([system])).edge_index.shape[1]))
@@ -257,7 +249,7 @@ def test_inductor_compile_on_a_tiny_model(uma_cases):
     turbo = _unit(TURBO_CPU, torch.float32, name="s1p0")
     default = _unit({}, torch.float32, name="s1p0")
     for seed in range(2):
-        step = _rattled(system, 0.05, seed)
+        step = rattled(system, 0.05, seed)
         _assert_same(turbo.predict([step])[0], default.predict([step])[0], len(step.numbers),
                      torch.float32, label=label)
     assert turbo.stats.warmup_s > 0 and turbo.stats.calls == 2

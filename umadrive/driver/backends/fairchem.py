@@ -32,7 +32,7 @@ import ase
 import numpy as np
 import torch
 
-from umadrive.driver.backends.options import UmaOptions
+from umadrive.driver.backends.options import UmaOptions, choose_task
 from umadrive.driver.backends.uma import torch_device
 from umadrive.model.calculator import default_spin
 from umadrive.model.names import resolve_model
@@ -140,12 +140,7 @@ class FairchemBackend:
         datasets = sorted(unit.dataset_to_tasks)
         log.info("loaded %s with fairchem in %.1f s: tasks %s", path.name,
                  time.perf_counter() - start, datasets)
-        task = options.task
-        if task is None:
-            if len(datasets) != 1:
-                raise ValueError(f"--task is required: {model} predicts for {datasets} (e.g. "
-                                 "omat for inorganic materials, omol for molecules)")
-            task = datasets[0]
+        task = choose_task(model, datasets, options.task)
         spin = options.spin if options.spin is not None else default_spin(task)
         with _on(device):
             return cls(unit, template, task=task, charge=options.charge, spin=spin,

@@ -25,3 +25,14 @@ class UmaOptions:
     spin: int | None = None
     mode: str = "default"
     device: str = "cpu"
+
+
+def choose_task(model: str, datasets: list[str], task: str | None) -> str:
+    """``task``, or the model's only dataset when ``task`` is None (ValueError when
+    the model has several). Whether ``task`` is one of them is the backend's check."""
+    if task is not None:
+        return task
+    if len(datasets) != 1:
+        raise ValueError(f"--task is required: {model} predicts for {datasets} (e.g. "
+                         "omat for inorganic materials, omol for molecules)")
+    return datasets[0]

@@ -12,7 +12,7 @@ from pathlib import Path
 import ase
 import torch
 
-from umadrive.driver.backends.options import UmaOptions
+from umadrive.driver.backends.options import UmaOptions, choose_task
 from umadrive.model.calculator import default_spin
 from umadrive.model.compile_cache import KernelCache
 from umadrive.model.compiling import Progress, WarmUp
@@ -87,12 +87,7 @@ class UmaBackend:
         log.info("loaded %s in %.1f s: %d parameters, tasks %s", model,
                  time.perf_counter() - start, sum(p.numel() for p in unit.model.parameters()),
                  datasets)
-        task = options.task
-        if task is None:
-            if len(datasets) != 1:
-                raise ValueError(f"--task is required: {model} predicts for {datasets} (e.g. "
-                                 "omat for inorganic materials, omol for molecules)")
-            task = datasets[0]
+        task = choose_task(model, datasets, options.task)
         spin = options.spin if options.spin is not None else default_spin(task)
         return cls(unit, template, task=task, charge=options.charge, spin=spin,
                    name=f"{Path(model).name} ({task})")
