@@ -12,22 +12,10 @@ from pathlib import Path
 import pytest
 from ase.build import bulk
 
+from tests.lammps.scripts import one_copper_cell
 from tests.lammps.conftest import PEER_TIMEOUT_S
 
-SCRIPT = """
-units           metal
-atom_style      atomic
-lattice         fcc 3.61
-region          box block 0 1 0 1 0 1
-create_box      1 box
-create_atoms    1 box
-mass            1 63.546
-pair_style      zero 6.0
-pair_coeff      * *
-fix             umadrive all external pf/callback 1 1
-fix             md all nve
-run             2
-"""
+SCRIPT = one_copper_cell(2)
 
 
 def segment(pid: int) -> Path:
