@@ -1,13 +1,14 @@
 """Compiled kernels kept across processes, under ``$UMADRIVE_CACHE/compiled/``.
 
 One entry per :class:`KernelKey`: everything that makes torch.compile's output
-valid for a model (its weights and architecture, the inference settings, dtype,
-device and its capability, the compile backend, torch and Python versions). The
-payload is torch's own cache blob (``torch.compiler.save_cache_artifacts``:
-inductor's generated code and AOTAutograd's graphs); loading it fills torch's
-caches, so the next compile of the same graphs reuses the code instead of
-generating it. Torch checks its own keys again when it looks the graphs up: a
-blob that does not fit only misses, it never runs wrong code.
+valid for a model (its weights and architecture, the source of the model code
+that is traced, the inference settings, dtype, device and its capability, the
+compile backend, torch and Python versions). The payload is the message passing
+precompiled by torch (``aot_compile``, serialised: dynamo's guards and
+bytecode, AOTAutograd's forward and backward, inductor's generated code; see
+:mod:`umadrive.model.compiling`); loading it skips the tracing. Torch checks
+its own versions when it loads the payload, and the guards when it is called:
+inputs it does not fit go to a new compile, never through wrong code.
 
 An entry file is a magic line, one JSON header line (the key, the payload's
 length and SHA-256) and the payload. It is written to a temporary file in the
@@ -37,7 +38,7 @@ from umadrive.model.names import umadrive_cache
 log = logging.getLogger(__name__)
 
 #: Bumped when the entry layout or what the payload means changes.
-FORMAT = 1
+FORMAT = 2
 _MAGIC = b"UMADRIVE-COMPILED-KERNELS\n"
 
 
@@ -46,6 +47,7 @@ class KernelKey:
     """What compiled kernels depend on; two processes with equal keys share them.
 
     model_sha256: SHA-256 of the model's architecture and weights (:func:`model_digest`).
+    code_sha256: SHA-256 of the model code's source (:func:`code_digest`).
     settings: the inference settings (``InferenceSettings.as_dict()``) as JSON.
     device: "cpu" or "cuda". capability: the device's instruction set (CPU:
     torch's vector ISA and the machine) or CUDA compute capability and name.
@@ -53,6 +55,7 @@ class KernelKey:
     """
 
     model_sha256: str
+    code_sha256: str
     settings: str
     device: str
     capability: str
@@ -65,7 +68,7 @@ class KernelKey:
     def of(cls, model: torch.nn.Module, settings: dict, device: torch.device,
            backend: str) -> "KernelKey":
         """The key of ``model`` (on ``device``) compiled with ``backend`` under ``settings``."""
-        return cls(model_sha256=model_digest(model),
+        return cls(model_sha256=model_digest(model), code_sha256=code_digest(),
                    settings=json.dumps(settings, sort_keys=True), device=device.type,
                    capability=device_capability(device), backend=backend,
                    torch=torch.__version__, python=platform.python_version())
@@ -84,6 +87,15 @@ def model_digest(model: torch.nn.Module) -> str:
     for name, tensor in model.state_dict().items():
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def code_digest() -> str:
+    """SHA-256 of the sources of :mod:`umadrive.model` (the code the compile traces,
+    which the precompiled payload holds as bytecode)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(f"{path.name}|".encode() + path.read_bytes())
     return digest.hexdigest()
 
 

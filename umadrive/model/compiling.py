@@ -1,22 +1,36 @@
 """The compiled message passing and its warm-up (``InferenceSettings.compile``).
 
-:class:`CompiledMessagePassing` is ``backbone.message_passing`` under
-``torch.compile(dynamic=True)``. Atom and edge counts are symbolic from the
-first compile; the number of systems, which is 1 at a warm-up on one
-structure, is marked *unbacked* at every call so that torch does not
-specialise the graph to a batch of one: after one compile, batches of any
+:class:`CompiledMessagePassing` is ``backbone.message_passing`` compiled with
+``dynamic=True`` two ways:
+
+* *precompiled* (:meth:`CompiledMessagePassing.precompile`): traced and compiled
+  ahead of time for one batch's inputs with torch's precompile
+  (``torch.compile(..., fullgraph=True).aot_compile``), forward and backward
+  (the forces are the energy's gradient through it). The result is one
+  function with its guards; it serialises to bytes (kernel cache entries) and
+  loads from them without tracing again (:meth:`CompiledMessagePassing.load`).
+  The model is an argument of that function, not a part of it: every call reads
+  the module's current parameters and buffers, so merged experts re-merged for
+  another composition are used as they are.
+* *just in time*: ``torch.compile`` traces at the first call whose inputs no
+  compiled code fits (routed experts, or no warm-up with a cache).
+
+Atom and edge counts are symbolic; the number of systems, which is 1 at a
+warm-up on one structure, is marked *unbacked* so that torch does not
+specialise the code to a batch of one: after one compile, batches of any
 number of systems, atom counts and edge counts run without a recompile (with
 merged experts; routed experts split the edges per system and compile per
 number of systems).
 
-:class:`WarmUp` compiles by running a batch through the compiled path, in the
-calling thread or a background one, with kernels loaded from and stored to a
-:class:`~umadrive.model.compile_cache.KernelCache`, reporting progress through
-a callback.
+:class:`WarmUp` compiles once, in the calling thread or a background one. With
+a :class:`~umadrive.model.compile_cache.KernelCache` it loads the precompiled
+function stored there, or precompiles and stores it; without one it runs a
+batch through the just-in-time path. Progress goes to a callback.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -36,47 +50,108 @@ last one (the warm-up has ended: its ``seconds``, ``error``, ``cache_hit`` are s
 #: Seconds between progress lines while compiling.
 PROGRESS_INTERVAL_S = 1.0
 
+MessagePassingInputs = tuple
+"""The positional arguments of ``message_passing``: (numbers, batch, edge_index,
+edge_vectors, system, routing, wigner, targets)."""
+
 
 class CompiledMessagePassing:
-    """``message_passing`` compiled with ``backend``; same signature."""
+    """``message_passing`` (a bound method of the backbone module) compiled with
+    ``backend``; same signature. Calls run the precompiled function when one is
+    installed and its guards accept the inputs, else the just-in-time one."""
 
     def __init__(self, message_passing: Callable[..., torch.Tensor],
                  backend: str | Callable) -> None:
         self.backend = backend
+        self._message_passing = message_passing
+        self._module = message_passing.__self__
         self._compiled = torch.compile(message_passing, dynamic=True, backend=backend)
+        self._precompiled = None
+
+    @property
+    def precompiled(self) -> bool:
+        """Whether a precompiled function is installed."""
+        return self._precompiled is not None
 
     def __call__(self, numbers: torch.Tensor, batch: torch.Tensor, edge_index: torch.Tensor,
                  edge_vectors: torch.Tensor, system: torch.Tensor, routing,
                  wigner: torch.Tensor | None,
                  targets: torch.Tensor | None = None) -> torch.Tensor:
-        # system: (B, C), targets: (B, 3). Unbacked: no guard on B (B = 1 would
-        # otherwise be specialised).
-        torch._dynamo.decorators.mark_unbacked(system, 0)
-        if targets is not None:
-            torch._dynamo.decorators.mark_unbacked(targets, 0)
-        return self._compiled(numbers, batch, edge_index, edge_vectors, system, routing, wigner,
-                              targets)
+        inputs = (numbers, batch, edge_index, edge_vectors, system, routing, wigner, targets)
+        precompiled = self._precompiled
+        if precompiled is not None and precompiled.guard_check(self._module, *inputs):
+            return precompiled(self._module, *inputs)
+        _mark_unbacked(inputs)
+        return self._compiled(*inputs)
+
+    def precompile(self, inputs: MessagePassingInputs) -> None:
+        """Traces and compiles forward and backward for inputs like ``inputs`` (one
+        batch's; ``edge_vectors`` requiring grad) and installs the result."""
+        _mark_unbacked(inputs)
+        compiler = torch.compile(self._message_passing, fullgraph=True, dynamic=True,
+                                 backend=self.backend)
+        # With dynamic=True dynamo first makes the modules' float attributes (eps,
+        # cutoff) symbolic, then gives up on them and traces again; precompile
+        # cannot trace again, so they are constants from the start (the kernel
+        # key covers the model they come from).
+        with torch._dynamo.config.patch(specialize_float=True):
+            precompiled = compiler.aot_compile((inputs, {}))
+        precompiled.disable_guard_check()  # checked in __call__, to fall back
+        self._precompiled = precompiled
+
+    def serialize(self) -> bytes:
+        """The installed precompiled function as bytes (:meth:`load` takes them)."""
+        if self._precompiled is None:
+            raise RuntimeError("nothing precompiled to serialize")
+        return type(self._precompiled).serialize(self._precompiled).serialized_data
+
+    def load(self, payload: bytes) -> None:
+        """Installs the precompiled function ``payload`` (from :meth:`serialize`);
+        torch's errors propagate (e.g. a payload of another torch)."""
+        precompiled = torch.compiler.load_compiled_function(io.BytesIO(payload))
+        precompiled.disable_guard_check()
+        self._precompiled = precompiled
+
+
+def _mark_unbacked(inputs: MessagePassingInputs) -> None:
+    # system: (B, C), targets: (B, 3). Unbacked: no guard on B (B = 1 would
+    # otherwise be specialised).
+    torch._dynamo.decorators.mark_unbacked(inputs[4], 0)
+    if inputs[7] is not None:
+        torch._dynamo.decorators.mark_unbacked(inputs[7], 0)
+
+
+class _Captured(Exception):
+    """Stops a prediction once the message passing's inputs are recorded."""
 
 
 class WarmUp:
-    """One compile of a predict unit's message passing, by running ``run()``
-    (a prediction through the compiled path) once.
+    """One compile of a predict unit's message passing.
 
-    cache: where compiled kernels are looked up first and stored after (None:
-    torch's own caches only). key: makes the cache entry's key (required with a
-    cache; called in the warm-up's thread, since hashing a large model's weights
-    takes a while).
-    progress: gets a line every :data:`PROGRESS_INTERVAL_S` seconds and a final one
-    (see :data:`Progress`).
+    run: ``run(message_passing)`` makes one prediction of the warm-up batch with
+    ``message_passing`` standing in for the backbone's (:class:`RunOptions
+    <umadrive.model.uma.RunOptions>`). compiled: the unit's compiled message
+    passing. cache: where the precompiled function is looked up first and stored
+    after (None: no precompile; the batch compiles just in time, with torch's own
+    caches only). key: makes the cache entry's key (required with a cache;
+    called in the warm-up's thread, since hashing a large model's weights takes a
+    while). progress: gets a line every :data:`PROGRESS_INTERVAL_S` seconds and a
+    final one (see :data:`Progress`).
+
+    An entry that torch cannot load is logged (one line) and replaced by a new
+    precompile; a precompile that fails is logged and the warm-up compiles just
+    in time instead, storing nothing.
     """
 
-    def __init__(self, run: Callable[[], object], *, what: str,
+    def __init__(self, run: Callable[[Callable[..., torch.Tensor]], object], *,
+                 compiled: CompiledMessagePassing, what: str,
                  cache: KernelCache | None = None,
                  key: Callable[[], KernelKey] | None = None,
                  progress: Progress | None = None) -> None:
         if cache is not None and key is None:
             raise ValueError("WarmUp: a cache needs the key of its entry")
         self._run = run
+        self._compiled = compiled
         self.what = what
         self.cache = cache
         self._key = key
@@ -87,13 +162,13 @@ class WarmUp:
         self.seconds: float | None = None
         #: the exception the compile raised, if it failed
         self.error: BaseException | None = None
-        #: whether an entry was found in the cache (and given to torch)
+        #: whether the precompiled function was loaded from the cache (no tracing)
         self.cache_hit = False
-        #: whether kernels were stored in the cache (no entry, or torch compiled
-        #: something the entry lacked)
+        #: whether a precompiled function was stored in the cache
         self.stored = False
         #: the cache entry (None without a cache, or before its key is known)
         self.cache_path: Path | None = None
+        self._note = ""  # what the progress line adds to "compiling ...: T s"
 
     def start(self, *, background: bool) -> "WarmUp":
         """Runs the warm-up now, or in a daemon thread with ``background``."""
@@ -123,15 +198,9 @@ class WarmUp:
             return f"compiling {self.what}"
         if self.error is not None:
             return f"compiling {self.what} failed after {self.seconds:.1f} s: {self.error}"
-        if self.cache_hit and self.stored:
-            where = (f"kernels partly from the cache, the rest cached for next time in "
-                     f"{self.cache_path}")
-        elif self.cache_hit:
-            where = f"kernels from the cache {self.cache_path}"
-        elif self.stored:
-            where = f"cached for next time in {self.cache_path}"
-        else:
-            where = "not cached"
+        where = (f"loaded from the cache {self.cache_path}" if self.cache_hit
+                 else f"cached for next time in {self.cache_path}" if self.stored
+                 else "not cached")
         return f"compiled {self.what} in {self.seconds:.1f} s, {where}"
 
     def _work(self) -> None:
@@ -159,29 +228,48 @@ class WarmUp:
         if self.cache is not None:
             key = self._key()
             self.cache_path = self.cache.path(key)
-            payload = self.cache.load(key)
-            if payload is not None:
-                torch.compiler.load_cache_artifacts(payload)
-                self.cache_hit = True
-        misses_before = _cache_misses()
-        self._run()
-        if self.cache is not None and (not self.cache_hit or _cache_misses() > misses_before):
-            artifacts = torch.compiler.save_cache_artifacts()
-            if artifacts is not None:
-                self.cache.store(key, artifacts[0])
+            self._note = "; loading it from the cache"
+            self.cache_hit = self._load(key)
+            self._note = "" if self.cache_hit else "; cached for next time"
+            if not self.cache_hit and self._precompile():
+                self.cache.store(key, self._compiled.serialize())
                 self.stored = True
+        self._run(self._compiled)
+
+    def _load(self, key: KernelKey) -> bool:
+        """Installs the cache's precompiled function; whether there was a usable one."""
+        payload = self.cache.load(key)
+        if payload is None:
+            return False
+        try:
+            self._compiled.load(payload)
+        except Exception as error:  # torch's own checks (versions, devices, pickles)
+            log.warning("the compiled model in %s could not be loaded (%s: %s): compiling "
+                        "it again", self.cache_path, type(error).__name__, error)
+            return False
+        return True
+
+    def _precompile(self) -> bool:
+        """Precompiles on the warm-up batch's inputs; whether it worked."""
+        captured: list[tuple] = []
+
+        def capture(*inputs: object) -> torch.Tensor:
+            captured.append(inputs)
+            raise _Captured
+
+        try:
+            self._run(capture)
+        except _Captured:
+            pass
+        try:
+            self._compiled.precompile(captured[0])
+        except Exception as error:  # e.g. a graph break: torch.compile still copes
+            log.warning("precompiling %s failed (%s: %s): compiling it on its first call "
+                        "instead, not cached", self.what, type(error).__name__, error)
+            return False
+        return True
 
     def _tick(self, started: float, stop: threading.Event) -> None:
         while not stop.wait(PROGRESS_INTERVAL_S):
             elapsed = time.perf_counter() - started
-            note = ("" if self.cache is None
-                    else "; kernels are cached for next time" if not self.cache_hit
-                    else "; kernels from the cache")
-            self._progress(f"compiling {self.what}: {elapsed:.0f} s{note}", False, self)
-
-
-def _cache_misses() -> int:
-    """Inductor and AOTAutograd cache misses so far in this process (torch's counters)."""
-    counters = torch._dynamo.utils.counters
-    return (counters["inductor"]["fxgraph_cache_miss"]
-            + counters["aot_autograd"]["autograd_cache_miss"])
+            self._progress(f"compiling {self.what}: {elapsed:.0f} s{self._note}", False, self)

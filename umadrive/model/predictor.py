@@ -361,8 +361,9 @@ class PredictUnit:
         of these compositions, atoms and edges without a recompile (see
         :mod:`umadrive.model.compiling`). background: compile in a daemon thread;
         until it ends, :meth:`predict` answers uncompiled (the same values to
-        rounding) and then switches, with one log line. cache: compiled kernels
-        are loaded from it when there and stored in it (atomically) when built.
+        rounding) and then switches, with one log line. cache: the message passing
+        precompiled for this model and settings is loaded from it, without tracing,
+        when there, and precompiled and stored in it (atomically) when not.
         progress: ``progress(text, final, warm_up)`` every second while compiling
         and at the end (:data:`~umadrive.model.compiling.Progress`).
         Raises InferenceSettingsError without ``compile``, RuntimeError when a
@@ -374,10 +375,11 @@ class PredictUnit:
             raise RuntimeError("this predict unit's warm-up was already started")
         atoms = self.batch(systems)
         graph = self.graph(atoms)
-        run = RunOptions(merged=self._merge_for(systems, atoms), message_passing=self._compiled,
-                         rotation=self._rotation)
+        merged = self._merge_for(systems, atoms)
 
-        def compile_once() -> None:
+        def predict_once(message_passing) -> None:
+            run = RunOptions(merged=merged, message_passing=message_passing,
+                             rotation=self._rotation)
             with tf32_matmuls(self._tf32):
                 self.model(atoms, graph, run=run)
 
@@ -389,7 +391,7 @@ class PredictUnit:
         def key() -> KernelKey:
             return KernelKey.of(self.model, self.settings.as_dict(), self.device, backend)
 
-        self._warm_up = WarmUp(compile_once, what=f"the model for {self.device.type} "
+        self._warm_up = WarmUp(predict_once, compiled=self._compiled, what=f"the model for {self.device.type} "
                                f"({backend if isinstance(backend, str) else 'custom backend'})",
                                cache=cache, key=key if cache is not None else None,
                                progress=progress)

@@ -1,0 +1,146 @@
+"""The precompiled message passing in the kernel cache: a warm-up with a cache
+precompiles (torch's ``aot_compile``) and stores the result; a later warm-up
+loads it without tracing (torch's counters: no frame, no AOTAutograd graph) and
+answers as the uncompiled unit does, for batches, atom and edge counts it was
+not traced with and for experts merged again for another composition (the
+weights are read at each call, not baked in). An entry torch cannot load, or a
+damaged one, is replaced by a new precompile, never used.
+
+Uses torch.compile's ``aot_eager`` backend (dynamo and AOTAutograd as with
+inductor, no code generation); inductor's are in ``test_compile_inductor.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from umadrive.model import InferenceSettings, get_predict_unit
+from umadrive.model.compile_cache import KernelCache, KernelKey
+from umadrive.model.uma import RunOptions
+from umadrive.testing import tolerance
+
+from tests.model.helpers import checkpoint_path, rattled
+
+#: turbo without the CUDA-only settings
+TURBO_CPU = dict(activation_checkpointing=False, merge_mole=True, compile=True)
+BACKEND = "aot_eager"
+
+
+def _unit(compile: bool = True):
+    settings = {**TURBO_CPU, "compile": compile}
+    return get_predict_unit(checkpoint_path("s1p1"), compile_backend=BACKEND,
+                            inference_settings=InferenceSettings(
+                                base_precision_dtype=torch.float32, **settings))
+
+
+def _traced() -> tuple[int, int]:
+    """Frames dynamo traced and graphs AOTAutograd built so far in this process."""
+    counters = torch._dynamo.utils.counters
+    return counters["frames"]["total"], counters["aot_autograd"]["total"]
+
+
+def _assert_close(got, expected, label=""):
+    tol = tolerance(torch.float32)
+    assert len(got) == len(expected), label
+    for index, (a, b) in enumerate(zip(got, expected)):
+        where = f"{label} system {index}"
+        assert abs(a.energy - b.energy) / len(a.forces) <= tol.energy_per_atom, where
+        np.testing.assert_allclose(a.forces, b.forces, rtol=0, atol=tol.forces, err_msg=where)
+        np.testing.assert_allclose(a.stress, b.stress, rtol=0, atol=tol.stress, err_msg=where)
+
+
+def _key(unit) -> KernelKey:
+    return KernelKey.of(unit.model, unit.settings.as_dict(), unit.device, BACKEND)
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory, uma_cases):
+    """A cache holding the model precompiled on the triclinic alloy (4 atoms)."""
+    torch._dynamo.reset()
+    cache = KernelCache(tmp_path_factory.mktemp("cache"))
+    system = dict((label, system) for label, system, _ in uma_cases("s1p1"))["triclinic_alloy"]
+    cold = _unit().warm_up([system], cache=cache)
+    assert cold.stored and not cold.cache_hit, cold.summary()
+    assert "cached for next time in" in cold.summary()
+    return cache, system
+
+
+def test_a_warm_start_loads_without_tracing_and_fits_any_batch(filled, uma_cases):
+    """The second unit loads the stored function; batches of 1..3 rattled copies
+    of the alloy and of a 32-atom copper cell (other atom and edge counts, the
+    experts merged again) trace nothing and agree with the uncompiled unit."""
+    cache, system = filled
+    cases = dict((label, system) for label, system, _ in uma_cases("s1p1"))
+    eager = _unit(compile=False)
+    before = _traced()
+    warm = _unit()
+    warm_up = warm.warm_up([system], cache=cache)
+    assert warm_up.cache_hit and not warm_up.stored, warm_up.summary()
+    assert "loaded from the cache" in warm_up.summary()
+    edges, atoms = set(), set()
+    with torch.compiler.set_stance("fail_on_recompile"):
+        for label, size in [("triclinic_alloy", 1), ("triclinic_alloy", 3),
+                            ("over_max_neighbors", 2), ("triclinic_alloy", 2)]:
+            systems = [rattled(cases[label], 0.1, seed) for seed in range(size)]
+            batch = warm.batch(systems)
+            edges.add(int(warm.graph(batch).edge_index.shape[1]))
+            atoms.add(int(batch.numbers.shape[0]))
+            _assert_close(warm.predict(systems), eager.predict(systems), f"{label} x{size}")
+    assert _traced() == before
+    assert len(edges) == len(atoms) == 4
+    assert warm.stats.merges == 3
+
+
+def test_a_loaded_function_uses_the_weights_merged_now(filled, uma_cases):
+    """Loaded for the alloy, the function answers for silicon (another
+    composition: the merged expert weights are replaced) as the uncompiled unit
+    does, without tracing. The alloy's weights would give silicon other answers
+    (checked), so they cannot be baked into the loaded function."""
+    cache, system = filled
+    silicon = dict((label, system) for label, system, _ in uma_cases("s1p1"))[
+        "primitive_2_atoms"]
+    steps = [rattled(silicon, 0.05, seed) for seed in range(2)]
+    eager = _unit(compile=False)
+    expected = eager.predict(steps)
+
+    stale = _unit(compile=False)
+    stale.predict([system])  # merged for the alloy
+    atoms = stale.batch(steps)
+    with_alloy_weights = stale.model(atoms, stale.graph(atoms), run=RunOptions(merged=True))
+    tol = tolerance(torch.float32)
+    assert abs(float(with_alloy_weights.energy[0]) - expected[0].energy) / 2 \
+        > 100 * tol.energy_per_atom
+
+    warm = _unit()
+    assert warm.warm_up([system], cache=cache).cache_hit
+    merges = warm.stats.merges
+    before = _traced()
+    _assert_close(warm.predict(steps), expected, "silicon after the alloy")
+    assert warm.stats.merges == merges + 1 and _traced() == before
+    _assert_close(warm.predict([system]), eager.predict([system]), "the alloy again")
+
+
+@pytest.mark.parametrize("damage", ["payload torch refuses", "flipped byte"])
+def test_an_entry_that_does_not_load_is_rebuilt_never_used(filled, tmp_path, caplog, damage):
+    cache, system = filled
+    good = cache.load(_key(_unit()))
+    broken = KernelCache(tmp_path)
+    unit = _unit()
+    path = broken.store(_key(unit), b"not a compiled function" if damage.startswith("payload")
+                        else good)
+    if damage == "flipped byte":
+        data = path.read_bytes()
+        path.write_bytes(data[:-100] + bytes([data[-100] ^ 1]) + data[-99:])
+    with caplog.at_level(logging.WARNING, logger="umadrive.model"):
+        warm_up = unit.warm_up([system], cache=broken)
+    assert not warm_up.cache_hit and warm_up.stored, warm_up.summary()
+    expected = ("could not be loaded" if damage.startswith("payload")
+                else "payload checksum mismatch")
+    assert expected in caplog.text and str(path) in caplog.text
+    _assert_close(unit.predict([system]), _unit(compile=False).predict([system]))
+    # the rebuilt entry loads
+    assert _unit().warm_up([system], cache=broken).cache_hit
