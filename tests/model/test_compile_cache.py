@@ -8,12 +8,15 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
+import umadrive.model
 from umadrive.model import InferenceSettings
-from umadrive.model.compile_cache import KernelCache, KernelKey, default_folder, model_digest
+from umadrive.model.compile_cache import (KernelCache, KernelKey, code_digest, default_folder,
+                                          model_digest)
 
 from tests.model.helpers import predict_unit
 
@@ -34,11 +37,25 @@ def test_the_key_changes_with_everything_kernels_depend_on():
                                                        base_precision_dtype=torch.float64)),
         "another backend": _key(unit, backend="aot_eager"),
         "another torch": dataclasses.replace(key, torch="0.0.0"),
+        "other model code": dataclasses.replace(key, code_sha256="0" * 64),
         "another device": dataclasses.replace(key, device="cuda", capability="sm_90"),
     }
     names = {label: other.file_name() for label, other in others.items()}
     assert key.file_name() not in names.values()
     assert len(set(names.values())) == len(names)
+
+
+def test_the_code_digest_covers_the_model_code(tmp_path):
+    """Another version of any model module (the precompiled payload holds its
+    bytecode) makes another key."""
+    source = Path(umadrive.model.__file__).parent
+    for path in source.glob("*.py"):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    assert code_digest(tmp_path) == code_digest()
+    escn = tmp_path / "escn.py"
+    escn.write_text(escn.read_text().replace("dtype = edge_vectors.dtype",
+                                             "dtype = edge_vectors.dtype  # edited", 1))
+    assert code_digest(tmp_path) != code_digest()
 
 
 def test_the_model_digest_covers_the_weights():

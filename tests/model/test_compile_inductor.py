@@ -1,10 +1,12 @@
 """Inductor's real code generation and the kernel cache across processes:
 ``umadrive compile`` fills the cache once (checking a batch of 3 without a
-recompile); then 4 processes started at once on the same cache find the
-kernels, compile nothing anew and answer as the uncompiled model does. Three
-share inductor's folder under the cache, as ``umadrive serve`` does; one has an
-empty inductor folder of its own, so only umadrive's entry can spare it the
-code generation. One inductor code generation in all (slow)."""
+recompile); then 4 processes started at once on the same cache load the
+precompiled model, trace nothing (dynamo and AOTAutograd: torch's counters),
+generate no code and answer as the uncompiled model does. Three share
+inductor's folder under the cache, as ``umadrive serve`` does; one has an empty
+inductor folder of its own, so only umadrive's entry can spare it the tracing
+and code generation (it still runs the C++ compiler on the stored source). One
+inductor code generation in all (slow)."""
 
 from __future__ import annotations
 
@@ -43,6 +45,8 @@ with torch.compiler.set_stance("fail_on_recompile"):
 counters = torch._dynamo.utils.counters
 print(json.dumps({"cache_hit": warm_up.cache_hit, "stored": warm_up.stored,
                   "inductor_misses": counters["inductor"]["fxgraph_cache_miss"],
+                  "frames_traced": counters["frames"]["total"],
+                  "aot_graphs": counters["aot_autograd"]["total"],
                   "energies": [a.energy for a in answers],
                   "forces": [a.forces.tolist() for a in answers]}))
 """
@@ -79,6 +83,7 @@ def test_compiled_once_then_four_concurrent_starts_reuse_the_kernels(tmp_path):
     assert (tmp_path / "cache" / "inductor").is_dir()
     entries = sorted((tmp_path / "cache" / "compiled").iterdir())
     assert len(entries) == 1 and entries[0].suffix == ".bin"
+    stored = entries[0].read_bytes()
 
     starts = [subprocess.Popen([sys.executable, "-c", START, str(structure), model],
                                env=_env(tmp_path, "cache/inductor" if index else "own-inductor"),
@@ -97,11 +102,12 @@ def test_compiled_once_then_four_concurrent_starts_reuse_the_kernels(tmp_path):
     expected = eager.predict([system])[0]
     tol = tolerance(torch.float32)
     for result in results:
-        # the entry was found and inductor generated no code; torch may still miss
-        # its AOTAutograd entry and rewrite ours (atomically, 4 writers at once)
-        assert result["cache_hit"], result
+        # the entry was loaded: nothing traced, no code generated, nothing stored
+        assert result["cache_hit"] and not result["stored"], result
+        assert result["frames_traced"] == result["aot_graphs"] == 0, result
         assert result["inductor_misses"] == 0, result
         for energy, forces in zip(result["energies"], result["forces"]):
             assert abs(energy - expected.energy) / len(atoms) <= tol.energy_per_atom
             np.testing.assert_allclose(forces, expected.forces, rtol=0, atol=tol.forces)
     assert sorted((tmp_path / "cache" / "compiled").iterdir()) == entries
+    assert (tmp_path / "cache" / "compiled" / entries[0].name).read_bytes() == stored

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 #: Bumped when the entry layout or what the payload means changes.
 FORMAT = 2
 _MAGIC = b"UMADRIVE-COMPILED-KERNELS\n"
+_MODEL_CODE = Path(__file__).parent
 
 
 @dataclass(frozen=True)
@@ -90,11 +91,11 @@ def model_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def code_digest() -> str:
-    """SHA-256 of the sources of :mod:`umadrive.model` (the code the compile traces,
-    which the precompiled payload holds as bytecode)."""
+def code_digest(folder: Path = _MODEL_CODE) -> str:
+    """SHA-256 of the ``*.py`` sources in ``folder`` (default: :mod:`umadrive.model`,
+    the code the compile traces, which the precompiled payload holds as bytecode)."""
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
+    for path in sorted(folder.glob("*.py")):
         digest.update(f"{path.name}|".encode() + path.read_bytes())
     return digest.hexdigest()
 
