@@ -1,6 +1,6 @@
 """Start-up of a driver: cold and warm start, time to first answer, time to full speed.
 
-    python benchmarks/startup.py [--model umadrive/data/demo/uma-demo.pt] [--steps-after 5]
+    python benchmarks/startup.py [--checkpoint umadrive/data/demo/uma-demo.pt] [--steps-after 5]
 
 Each row is a fresh process doing what ``umadrive serve`` does before and after
 the engine connects: load the model (``UmaBackend.load``), start the background
@@ -12,15 +12,18 @@ seconds from the process launch (imports included); one torch thread.
 
 * cold: an empty ``$UMADRIVE_CACHE`` (umadrive's kernel entries and, as
   ``umadrive serve`` sets it, inductor's folder): everything is compiled.
-* warm: the cache the cold run filled.
+* warm: the cache the cold run filled (the precompiled model is loaded).
 
-Prints a markdown table and writes ``benchmarks/out/startup.json``.
+``--checkpoint`` takes any UMA checkpoint (path or name), e.g. a UMA-S-sized
+one. Prints a markdown table (with the load average before and after the runs)
+and writes ``benchmarks/out/startup.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -98,11 +101,13 @@ def main() -> int:
         child(model, mode, int(steps_after), float(launched))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(DEMO))
+    parser.add_argument("--checkpoint", "--model", dest="model", default=str(DEMO),
+                        help="UMA checkpoint, path or name (default: the demo model)")
     parser.add_argument("--steps-after", type=int, default=5)
     args = parser.parse_args()
     cache = Path(tempfile.mkdtemp(prefix="startup-cache-"))
     runs = [("default", "cold"), ("turbo", "cold"), ("turbo", "warm")]
+    load_before = os.getloadavg()
     results = []
     for mode, start in runs:
         result = {"mode": mode, "start": start, **measure(args.model, mode, args.steps_after,
@@ -123,7 +128,10 @@ def main() -> int:
             f"({s(r['full_speed_after_load_s'])}) | "
             f"{s(r['uncompiled_step_s'], 3)} | {s(r['full_speed_step_s'], 3)} | "
             f"{s(r['compile_s'])} |")
-    write_results("startup", table, {"model": args.model, "runs": results})
+    load_after = os.getloadavg()
+    table.append(f"\nload average (1, 5, 15 min) before: {load_before}, after: {load_after}")
+    write_results("startup", table, {"model": args.model, "load_average_before": load_before,
+                                     "load_average_after": load_after, "runs": results})
     return 0
 
 
