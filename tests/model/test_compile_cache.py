@@ -40,6 +40,12 @@ def test_the_key_changes_with_everything_kernels_depend_on():
         "other model code": dataclasses.replace(key, code_sha256="0" * 64),
         "another device": dataclasses.replace(key, device="cuda", capability="sm_90"),
     }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        others["another CPU thread count"] = _key(unit)
+    finally:
+        torch.set_num_threads(threads)
     names = {label: other.file_name() for label, other in others.items()}
     assert key.file_name() not in names.values()
     assert len(set(names.values())) == len(names)

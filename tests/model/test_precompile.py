@@ -144,3 +144,23 @@ def test_an_entry_that_does_not_load_is_rebuilt_never_used(filled, tmp_path, cap
     _assert_close(unit.predict([system]), _unit(compile=False).predict([system]))
     # the rebuilt entry loads
     assert _unit().warm_up([system], cache=broken).cache_hit
+
+
+def test_a_call_the_guards_refuse_compiles_just_in_time(filled, uma_cases, caplog):
+    """A batch mixing compositions runs with routed experts, which the function
+    precompiled for merged ones does not take: one log line says why, the call
+    is compiled just in time and answers as the uncompiled unit does."""
+    cache, system = filled
+    silicon = dict((label, system) for label, system, _ in uma_cases("s1p1"))[
+        "primitive_2_atoms"]
+    warm = _unit()
+    assert warm.warm_up([system], cache=cache).cache_hit
+    mixed = [system, silicon]
+    before = _traced()
+    with caplog.at_level(logging.INFO, logger="umadrive.model.compiling"):
+        got = warm.predict(mixed)
+        warm.predict(mixed)
+    assert warm.stats.routed_calls == 2 and _traced() != before
+    assert caplog.text.count("the precompiled model does not fit this call") == 1
+    assert "routing" in caplog.text
+    _assert_close(got, _unit(compile=False).predict(mixed), "mixed batch")

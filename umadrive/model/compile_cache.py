@@ -51,7 +51,8 @@ class KernelKey:
     code_sha256: SHA-256 of the model code's source (:func:`code_digest`).
     settings: the inference settings (``InferenceSettings.as_dict()``) as JSON.
     device: "cpu" or "cuda". capability: the device's instruction set (CPU:
-    torch's vector ISA and the machine) or CUDA compute capability and name.
+    torch's vector ISA, the machine and torch's thread count) or CUDA compute
+    capability and name.
     backend: torch.compile's backend. torch, python: versions.
     """
 
@@ -105,7 +106,10 @@ def device_capability(device: torch.device) -> str:
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
         return f"sm_{major}{minor} {torch.cuda.get_device_name(device)} cuda {torch.version.cuda}"
-    return f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}"
+    # torch guards compiled CPU code on the thread count (inductor's C++ is
+    # generated for it): another count would only miss and compile anew
+    return (f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}, "
+            f"{torch.get_num_threads()} threads")
 
 
 def default_folder() -> Path:

@@ -67,6 +67,7 @@ class CompiledMessagePassing:
         self._module = message_passing.__self__
         self._compiled = torch.compile(message_passing, dynamic=True, backend=backend)
         self._precompiled = None
+        self._misfit_logged = False
 
     @property
     def precompiled(self) -> bool:
@@ -79,8 +80,13 @@ class CompiledMessagePassing:
                  targets: torch.Tensor | None = None) -> torch.Tensor:
         inputs = (numbers, batch, edge_index, edge_vectors, system, routing, wigner, targets)
         precompiled = self._precompiled
-        if precompiled is not None and precompiled.guard_check(self._module, *inputs):
-            return precompiled(self._module, *inputs)
+        if precompiled is not None:
+            if precompiled.guard_check(self._module, *inputs):
+                return precompiled(self._module, *inputs)
+            if not self._misfit_logged:
+                self._misfit_logged = True
+                log.info("the precompiled model does not fit this call (%s): compiling it "
+                         "just in time", _guard_failure(precompiled, self._module, inputs))
         _mark_unbacked(inputs)
         return self._compiled(*inputs)
 
@@ -111,6 +117,13 @@ class CompiledMessagePassing:
         precompiled = torch.compiler.load_compiled_function(io.BytesIO(payload))
         precompiled.disable_guard_check()
         self._precompiled = precompiled
+
+
+def _guard_failure(precompiled, module: torch.nn.Module, inputs: MessagePassingInputs) -> str:
+    """Why ``precompiled``'s guards refuse ``inputs`` (torch's words)."""
+    f_locals = precompiled.prepare_f_locals(module, *inputs)
+    failed = precompiled._artifacts.guard_manager.check_verbose(f_locals)
+    return "; ".join(part.strip() for part in failed.verbose_code_parts)
 
 
 def _mark_unbacked(inputs: MessagePassingInputs) -> None:
