@@ -1,12 +1,13 @@
 """``umadrive compile``: compile a UMA model for a structure ahead of a job and
-store the kernels in the cache under ``$UMADRIVE_CACHE/compiled`` (what a
-cluster user runs once, e.g. on the login node, with the same model, settings,
-device type and torch as the job). A later ``umadrive serve`` with these finds
-the kernels and reaches compiled speed within seconds.
+store the precompiled model in the cache under ``$UMADRIVE_CACHE/compiled``
+(what a cluster user runs once, e.g. on the login node, with the same model,
+settings, device type, torch and, on a CPU, thread count as the job). A later
+``umadrive serve`` with these loads it and reaches compiled speed within
+seconds.
 
 The compiled code serves batches of any number of structures; ``--batch B``
-checks it: a batch of B copies of the structure is evaluated with torch set to
-fail on any recompile.
+checks it: a batch of B copies of the structure must run without torch
+compiling anything more (its frame counter unchanged).
 
 Exit status: 0 when compiled (and cached); 1 when compiling or the check
 failed; 2 for bad command-line values or a mode that does not compile.
@@ -99,11 +100,16 @@ def run(args: argparse.Namespace) -> int:
     except Exception:  # the progress line said why
         return 1
     start = time.perf_counter()
+    traced = torch._dynamo.utils.counters["frames"]["total"]
     try:
         with torch.compiler.set_stance("fail_on_recompile"):
             backend.compute([Structure.from_atoms(template)] * args.batch)
     except Exception as error:  # torch's recompile failure or the model's
         log.error("a batch of %d structures failed after compiling: %s", args.batch, error)
+        return 1
+    if torch._dynamo.utils.counters["frames"]["total"] != traced:
+        log.error("a batch of %d structures needed another compile (the log above says "
+                  "why): the stored model would not serve it", args.batch)
         return 1
     log.info("a batch of %d structures: %.2f s, no recompile", args.batch,
              time.perf_counter() - start)
