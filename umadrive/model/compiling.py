@@ -36,10 +36,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from umadrive.model.compile_cache import KernelCache, KernelKey
+
+if TYPE_CHECKING:
+    from torch._dynamo.aot_compile import AOTCompiledFunction
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +70,8 @@ class CompiledMessagePassing:
         self._message_passing = message_passing
         self._module = message_passing.__self__
         self._compiled = torch.compile(message_passing, dynamic=True, backend=backend)
-        self._precompiled = None
-        self._misfit_logged = False
-
-    @property
-    def precompiled(self) -> bool:
-        """Whether a precompiled function is installed."""
-        return self._precompiled is not None
+        self._precompiled: AOTCompiledFunction | None = None
+        self._misfit_logged = False  # a call the precompiled guards refused was logged
 
     def __call__(self, numbers: torch.Tensor, batch: torch.Tensor, edge_index: torch.Tensor,
                  edge_vectors: torch.Tensor, system: torch.Tensor, routing,
@@ -119,7 +118,7 @@ class CompiledMessagePassing:
         self._precompiled = precompiled
 
 
-def _guard_failure(precompiled, module: torch.nn.Module, inputs: MessagePassingInputs) -> str:
+def _guard_failure(precompiled: AOTCompiledFunction, module: torch.nn.Module, inputs: MessagePassingInputs) -> str:
     """Why ``precompiled``'s guards refuse ``inputs`` (torch's words)."""
     f_locals = precompiled.prepare_f_locals(module, *inputs)
     failed = precompiled._artifacts.guard_manager.check_verbose(f_locals)
