@@ -118,7 +118,8 @@ class CompiledMessagePassing:
         self._precompiled = precompiled
 
 
-def _guard_failure(precompiled: AOTCompiledFunction, module: torch.nn.Module, inputs: MessagePassingInputs) -> str:
+def _guard_failure(precompiled: AOTCompiledFunction, module: torch.nn.Module,
+                   inputs: MessagePassingInputs) -> str:
     """Why ``precompiled``'s guards refuse ``inputs`` (torch's words)."""
     f_locals = precompiled.prepare_f_locals(module, *inputs)
     failed = precompiled._artifacts.guard_manager.check_verbose(f_locals)

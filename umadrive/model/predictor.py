@@ -391,7 +391,8 @@ class PredictUnit:
         def key() -> KernelKey:
             return KernelKey.of(self.model, self.settings.as_dict(), self.device, backend)
 
-        self._warm_up = WarmUp(predict_once, compiled=self._compiled, what=f"the model for {self.device.type} "
+        self._warm_up = WarmUp(predict_once, compiled=self._compiled,
+                               what=f"the model for {self.device.type} "
                                f"({backend if isinstance(backend, str) else 'custom backend'})",
                                cache=cache, key=key if cache is not None else None,
                                progress=progress)
