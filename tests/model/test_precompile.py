@@ -164,3 +164,19 @@ def test_a_call_the_guards_refuse_compiles_just_in_time(filled, uma_cases, caplo
     assert caplog.text.count("the precompiled model does not fit this call") == 1
     assert "routing" in caplog.text
     _assert_close(got, _unit(compile=False).predict(mixed), "mixed batch")
+
+
+def test_a_cache_that_cannot_be_written_leaves_the_model_compiled(filled, tmp_path, caplog):
+    """A cache folder that is a file (so nothing can be written under it): one
+    warning, nothing stored, and the unit answers compiled all the same."""
+    _, system = filled
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    unit = _unit()
+    with caplog.at_level(logging.WARNING, logger="umadrive.model.compiling"):
+        warm_up = unit.warm_up([system], cache=KernelCache(blocked / "compiled"))
+    assert warm_up.succeeded and not warm_up.stored and not warm_up.cache_hit
+    assert "could not be stored in" in caplog.text and "not cached" in warm_up.summary()
+    before = _traced()
+    _assert_close(unit.predict([system]), _unit(compile=False).predict([system]))
+    assert _traced() == before  # the precompiled function answered

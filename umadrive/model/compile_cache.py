@@ -127,12 +127,17 @@ class KernelCache:
         return self.folder / key.file_name()
 
     def load(self, key: KernelKey) -> bytes | None:
-        """The payload stored for ``key``; None when there is none or the entry fails
-        a check (it is then removed, with a warning naming it and why)."""
+        """The payload stored for ``key``; None when there is none, it cannot be read
+        (a warning) or the entry fails a check (it is then removed, with a warning
+        naming it and why)."""
         path = self.path(key)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
+            return None
+        except OSError as error:  # unreadable: compiled anew, stored if the folder allows
+            log.warning("compiled-kernel cache entry %s cannot be read (%s): compiling anew",
+                        path, error)
             return None
         problem = _check_entry(data, key)
         if problem is None:

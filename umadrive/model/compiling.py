@@ -245,8 +245,7 @@ class WarmUp:
             self.cache_hit = self._load(key)
             self._note = "" if self.cache_hit else "; cached for next time"
             if not self.cache_hit and self._precompile():
-                self.cache.store(key, self._compiled.serialize())
-                self.stored = True
+                self.stored = self._store(key)
         self._run(self._compiled)
 
     def _load(self, key: KernelKey) -> bool:
@@ -259,6 +258,17 @@ class WarmUp:
         except Exception as error:  # torch's own checks (versions, devices, pickles)
             log.warning("the compiled model in %s could not be loaded (%s: %s): compiling "
                         "it again", self.cache_path, type(error).__name__, error)
+            return False
+        return True
+
+    def _store(self, key: KernelKey) -> bool:
+        """Stores the precompiled function; whether it worked (else it is logged and
+        this process uses it all the same)."""
+        try:
+            self.cache.store(key, self._compiled.serialize())
+        except Exception as error:  # a read-only or full cache folder, torch's pickling
+            log.warning("the compiled model could not be stored in %s (%s: %s): the next "
+                        "start compiles it again", self.cache_path, type(error).__name__, error)
             return False
         return True
 
