@@ -48,8 +48,7 @@ def bytes_per_edge(config: BackboneConfig, dtype: torch.dtype) -> int:
                                 + _HIDDEN_TENSORS * config.hidden_channels)
     per_layer += _EDGE_TENSORS * config.edge_channels
     shared = 2 * coefficients * coefficients + config.num_distance_basis + 2 * config.edge_channels
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    return int(_SLACK * itemsize * (config.num_layers * per_layer + shared))
+    return int(_SLACK * dtype.itemsize * (config.num_layers * per_layer + shared))
 
 
 def checkpoint_chunk(edges: int, per_edge: int, budget: int) -> int | None:
