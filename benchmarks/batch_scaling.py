@@ -1,14 +1,20 @@
 """Per-structure cost of a batch: 1, 4, 16 and 32 rattled 108-atom Cu3Au
-structures per ``predict`` call, the bundled demo model, energy + forces + stress.
+structures per ``predict`` call, the bundled demo model (or ``--checkpoint``),
+energy + forces + stress.
 
 Each round calls every batch size once, in turn, so load from other processes
 hits them alike; medians over the rounds. ``--compare-routing`` also runs every
 size with the routed experts of the systems of a batch mixed one system at a
 time (the code before ``ExpertRouting.grouped``), alternating with the current
-path. Prints a markdown table and writes benchmarks/out/batch_scaling.json.
+path. The process keeps freed memory for reuse as ``umadrive serve`` does
+(:func:`umadrive.process_memory.keep_freed_memory`); ``--plain-malloc`` leaves
+glibc's malloc as it comes (the large blocks of a batch are then returned to the
+kernel after every call and faulted in again at the next). Prints a markdown
+table and writes benchmarks/out/batch_scaling.json.
 
     python benchmarks/batch_scaling.py [--modes default,turbo] [--sizes 1,4,16,32]
-        [--rounds 3] [--threads 2] [--compare-routing]
+        [--rounds 3] [--threads 2] [--compare-routing] [--plain-malloc]
+        [--checkpoint PATH]
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from benchmarks.common import ROOT, cu3au, perturbed, write_results  # noqa: E40
 from umadrive.model import mole  # noqa: E402
 from umadrive.model.predictor import System, get_predict_unit  # noqa: E402
 from umadrive.model.settings import InferenceSettings  # noqa: E402
+from umadrive.process_memory import keep_freed_memory  # noqa: E402
 
 DEMO_MODEL = ROOT / "umadrive" / "data" / "demo" / "uma-demo.pt"
 GROUPED = mole.ExpertRouting.grouped
@@ -43,18 +50,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compare-routing", action="store_true")
+    parser.add_argument("--plain-malloc", action="store_true")
+    parser.add_argument("--checkpoint", type=Path, default=DEMO_MODEL)
     args = parser.parse_args()
+    malloc = "plain" if args.plain_malloc else ("kept" if keep_freed_memory() else "plain")
     torch.set_num_threads(args.threads)
     template = cu3au((3, 3, 3))
     sizes = [int(n) for n in args.sizes.split(",")]
     variants = ["grouped", "per-system"] if args.compare_routing else ["grouped"]
     results, table = {}, [
-        f"108-atom Cu3Au, demo model, {args.threads} threads, median of {args.rounds} rounds "
-        "(ms per structure)", "",
-        "| mode | routing | " + " | ".join(f"{n} per call" for n in sizes) + " |",
-        "|---|---|" + "---:|" * len(sizes)]
+        f"108-atom Cu3Au, {args.checkpoint.name}, {args.threads} threads, median of "
+        f"{args.rounds} rounds (ms per structure)", "",
+        "| mode | routing | malloc | " + " | ".join(f"{n} per call" for n in sizes) + " |",
+        "|---|---|---|" + "---:|" * len(sizes)]
     for mode in args.modes.split(","):
-        unit = get_predict_unit(str(DEMO_MODEL), "cpu", InferenceSettings.preset(mode))
+        unit = get_predict_unit(str(args.checkpoint), "cpu", InferenceSettings.preset(mode))
         task = unit.datasets[0]
         def systems(count: int, seed: int) -> list[System]:
             return [System(template.numbers, s, task, 0, 0)
@@ -72,13 +82,13 @@ def main() -> None:
         mole.ExpertRouting.grouped = GROUPED
         for variant in variants:
             medians = [statistics.median(times[variant, n]) for n in sizes]
-            results[f"{mode}/{variant}"] = {
+            results[f"{mode}/{variant}/{malloc}"] = {
                 "ms_per_structure": dict(zip(sizes, (1e3 * m for m in medians))),
                 "all_s": {n: times[variant, n] for n in sizes}}
-            table.append(f"| {mode} | {variant} | "
+            table.append(f"| {mode} | {variant} | {malloc} | "
                          + " | ".join(f"{1e3 * m:.0f}" for m in medians) + " |")
     write_results("batch_scaling", table, {"atoms": len(template), "threads": args.threads,
-                                           "rounds": args.rounds, "model": DEMO_MODEL.name,
+                                           "rounds": args.rounds, "model": args.checkpoint.name,
                                            "results": results})
 
 

@@ -1,29 +1,43 @@
-"""Our UMA forward+backward against fairchem-core's, same checkpoint, same system.
+"""Our UMA forward+backward against fairchem-core's, same checkpoint, same system,
+mode pair by mode pair, with the GEMM floor of the call on this machine.
 
     python benchmarks/model_vs_oracle.py --version 1.2.1 \
-        [--checkpoint /tmp/uma-s-1p2p1-random.pt] [--modes default turbo] \
-        [--calls 5] [--threads 2] [--profile]
+        [--checkpoint /tmp/uma-s-1p2p1-random.pt] [--pairs default turbo turbo-fast] \
+        [--systems cu108 cu256 water192] [--threads 2 1] [--calls 5] [--profile]
 
 The checkpoint is a random one with the sizes and format of UMA-S-1.2.1
 (``--version 1.2.1``, the default) or UMA-S-1.1 (``--version 1.1``), written by
 ``tools/make_reference_fixtures.py --benchmark-checkpoint PATH --benchmark-version V``
-(oracle venv; made on the fly when PATH does not exist). The system is 108-atom fcc
-Cu (3x3x3 conventional cells, rattled), task omat, float32. Modes (``--modes``):
+(oracle venv; made on the fly when PATH does not exist). Systems: fcc Cu, 108 and
+256 atoms (rattled), and 64 water molecules (192 atoms) in a periodic box at 1 g/cm³;
+task omat, float32. Mode pairs (``--pairs``, :data:`PAIRS`):
 
-* ``unmerged``: experts routed, no activation checkpointing, no compile;
-* ``default``: the default preset (routed experts, activation checkpointing);
-* ``turbo``: the turbo preset on a CPU (experts merged, no activation
-  checkpointing, ``torch.compile``; tf32 and CUDA graphs act on GPUs only).
+* ``default``: our default preset (routed experts; activation checkpointing only
+  where a step's activations exceed the memory budget) against fairchem's
+  ``batch`` preset (routed experts, activation checkpointing);
+* ``turbo``: our turbo preset as a CPU has it (experts merged, no activation
+  checkpointing, ``torch.compile``) against fairchem's ``high-precision`` preset
+  (the same, and fairchem's choice of execution backend);
+* ``turbo-fast``: the same against ``high-precision`` with
+  ``execution_mode="umas_fast_pytorch"`` (fairchem's block-diagonal SO(2) GEMMs).
 
-The same settings are given to both sides. One call = energy, forces and stress
-of the system, graph generation included. The oracle side runs in the oracle venv
-as a subprocess (``--oracle-python``), ours in this process, each on ``--threads``
-threads; per mode, after one warm-up call each (the compile, for turbo), ``--calls``
-timed calls alternate between the two (so that load from other processes affects
-both alike). Prints a markdown table (medians and the oracle/ours ratio per mode)
-and the largest energy and force differences between the two; writes
-``benchmarks/out/model_vs_oracle.json``; with ``--profile``, where our time goes
-(torch.profiler, last mode).
+One call = energy, forces and stress of the system, graph generation included.
+The oracle side runs in the oracle venv as a subprocess (``--oracle-python``),
+ours in this process, each on the same number of threads; per pair, after one
+warm-up call each (the compile, for turbo), ``--calls`` timed calls alternate
+between the two (so that load from other processes affects both alike). Both
+processes keep freed memory for reuse (glibc's malloc thresholds raised, see
+:mod:`umadrive.process_memory`), as ``umadrive serve`` does.
+
+The GEMM floor: the floating-point operations of every matrix product of our
+call (forward and backward, merged experts; ``torch.utils.flop_counter``)
+divided by the rate of one large float32 matrix product measured in the same
+run on the same threads: the time the call would take if it did nothing but
+its matrix products at that rate.
+
+Prints a markdown table (medians, the fairchem/umadrive ratio, the floor) and the
+largest energy and force differences; writes ``benchmarks/out/model_vs_oracle.json``;
+with ``--profile``, where our time goes (torch.profiler, last pair).
 """
 
 from __future__ import annotations
@@ -39,33 +53,38 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ase.build import bulk
+from ase import Atoms
+from ase.build import bulk, molecule
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
 
-#: The settings each mode gives both implementations (besides float32, graph v2, no tf32).
-MODES = {
-    "unmerged": dict(activation_checkpointing=False, merge_mole=False, compile=False),
-    "default": dict(activation_checkpointing=True, merge_mole=False, compile=False),
-    "turbo": dict(activation_checkpointing=False, merge_mole=True, compile=True),
+#: pair -> (our settings, fairchem's preset, fields changed in fairchem's preset)
+PAIRS = {
+    "default": (dict(activation_checkpointing=True, merge_mole=False, compile=False),
+                "batch", {}),
+    "turbo": (dict(activation_checkpointing=False, merge_mole=True, compile=True),
+              "high-precision", {}),
+    "turbo-fast": (dict(activation_checkpointing=False, merge_mole=True, compile=True),
+                   "high-precision", {"execution_mode": "umas_fast_pytorch"}),
 }
 CHECKPOINTS = {"1.1": Path("/tmp/uma-s-random.pt"), "1.2.1": Path("/tmp/uma-s-1p2p1-random.pt")}
+#: glibc's malloc thresholds as :func:`umadrive.process_memory.keep_freed_memory` sets them
+KEEP_FREED = {"MALLOC_MMAP_THRESHOLD_": str(2**31 - 1), "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
 
 ORACLE_WORKER = r"""
 import json, sys, time
 import numpy as np, torch
 from ase import Atoms
 from fairchem.core.datasets.atomic_data import AtomicData, atomicdata_list_to_batch
-from fairchem.core.units.mlip_unit.api.inference import InferenceSettings
+from dataclasses import replace
+from fairchem.core.units.mlip_unit.api.inference import NAME_TO_INFERENCE_SETTING
 from fairchem.core.units.mlip_unit.predict import MLIPPredictUnit
 
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
 atoms = Atoms(numbers=args["numbers"], positions=args["positions"], cell=args["cell"], pbc=True)
-settings = InferenceSettings(tf32=False, external_graph_gen=False,
-                             internal_graph_gen_version=2, base_precision_dtype=torch.float32,
-                             **args["settings"])
+settings = replace(NAME_TO_INFERENCE_SETTING[args["preset"]], **args["fields"])
 unit = MLIPPredictUnit(args["checkpoint"], device="cpu", inference_settings=settings)
 
 def call():
@@ -74,7 +93,10 @@ def call():
     return unit.predict(atomicdata_list_to_batch([data]))
 
 out = call()
-print("READY", flush=True)
+after = unit.inference_settings
+print("READY " + json.dumps({name: str(getattr(after, name)) for name in
+                             ("merge_mole", "compile", "activation_checkpointing",
+                              "execution_mode", "nitro")}), flush=True)
 for line in sys.stdin:
     if line.strip() != "call":
         break
@@ -86,25 +108,44 @@ print("RESULT " + json.dumps({"energy": float(out["energy"].detach()[0]),
 """
 
 
-def copper_108() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((3, 3, 3))
-    atoms.rattle(0.03, seed=0)
-    return atoms.numbers, atoms.positions, atoms.cell.array
+def make_system(name: str) -> Atoms:
+    """``cu108``, ``cu256``: fcc Cu (a = 3.61 Å) 3x3x3 / 4x4x4 conventional cells,
+    rattled by 0.03 Å; ``water192``: 64 H2O, randomly turned, on a 4x4x4 grid in a
+    cubic box of 1 g/cm³ (12.42 Å)."""
+    if name in ("cu108", "cu256"):
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((3, 3, 3) if name == "cu108"
+                                                            else (4, 4, 4))
+        atoms.rattle(0.03, seed=0)
+        return atoms
+    if name == "water192":
+        rng = np.random.default_rng(0)
+        side = 12.42
+        atoms = Atoms(cell=[side] * 3, pbc=True)
+        for corner in np.ndindex(4, 4, 4):
+            water = molecule("H2O")
+            water.rotate(rng.uniform(0, 360), rng.normal(size=3))
+            water.translate((np.array(corner) + 0.5) * side / 4)
+            atoms += water
+        return atoms
+    raise ValueError(f"unknown system {name!r}; known: cu108, cu256, water192")
 
 
 class OracleWorker:
     """fairchem's predict unit in the oracle venv, answering one timed call at a time."""
 
-    def __init__(self, oracle_python: str, checkpoint: Path, threads: int, mode: str) -> None:
-        numbers, positions, cell = copper_108()
+    def __init__(self, oracle_python: str, checkpoint: Path, threads: int, pair: str,
+                 atoms: Atoms) -> None:
+        _, preset, fields = PAIRS[pair]
         payload = json.dumps({"checkpoint": str(checkpoint), "threads": threads,
-                              "settings": MODES[mode],
-                              "numbers": numbers.tolist(), "positions": positions.tolist(),
-                              "cell": cell.tolist()})
+                              "preset": preset, "fields": fields,
+                              "numbers": atoms.numbers.tolist(),
+                              "positions": atoms.positions.tolist(),
+                              "cell": atoms.cell.array.tolist()})
         self.process = subprocess.Popen([oracle_python, "-c", ORACLE_WORKER, payload],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, text=True)
-        self._expect("READY")
+                                        stderr=subprocess.DEVNULL, text=True,
+                                        env={**os.environ, **KEEP_FREED})
+        self.settings_after_warm_up = json.loads(self._expect("READY"))
 
     def _expect(self, tag: str) -> str:
         for line in self.process.stdout:
@@ -124,17 +165,45 @@ class OracleWorker:
         self.process.wait(timeout=60)
         return result
 
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
 
-def our_unit(checkpoint: Path, mode: str):
+
+def our_unit(checkpoint: Path, settings: dict, atoms: Atoms):
     from umadrive.model import InferenceSettings, System, get_predict_unit
     from umadrive.structure import Structure
 
-    numbers, positions, cell = copper_108()
-    settings = InferenceSettings(base_precision_dtype=torch.float32, **MODES[mode])
-    unit = get_predict_unit(checkpoint, inference_settings=settings)
-    system = System(numbers=numbers, structure=Structure(positions, cell, np.ones(3, bool)),
-                    task="omat", charge=0, spin=0)
+    unit = get_predict_unit(checkpoint, inference_settings=InferenceSettings(
+        base_precision_dtype=torch.float32, **settings))
+    system = System(numbers=atoms.numbers, structure=Structure.from_atoms(atoms), task="omat",
+                    charge=0, spin=0)
     return unit, system
+
+
+def gemm_rate(threads: int, size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a (size x size) @ (size x size) float32 product, best of ``repeats``."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def matmul_flops(checkpoint: Path, atoms: Atoms) -> int:
+    """Floating-point operations of the matrix products of one call (forward and
+    backward), merged experts, uncompiled (the same products turbo runs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    unit, system = our_unit(checkpoint, dict(activation_checkpointing=False, merge_mole=True),
+                            atoms)
+    unit.predict([system])
+    with FlopCounterMode(display=False) as counter:
+        unit.predict([system])
+    return counter.get_total_flops()
 
 
 def profile_table(unit, system) -> str:
@@ -153,14 +222,22 @@ def ensure_checkpoint(path: Path, oracle_python: str, version: str) -> None:
                    check=True)
 
 
-def run_mode(mode: str, args) -> dict:
-    """Warm-up then ``args.calls`` alternating timed calls of both sides in ``mode``."""
-    oracle = OracleWorker(args.oracle_python, args.checkpoint, args.threads, mode)
-    unit, system = our_unit(args.checkpoint, mode)
+def run_pair(pair: str, system_name: str, threads: int, ours: dict, args) -> dict:
+    """Warm-up then ``args.calls`` alternating timed calls of both sides. ``ours``
+    keeps our units by settings, so that turbo compiles once per system and thread
+    count for both turbo pairs."""
+    torch.set_num_threads(threads)
+    atoms = make_system(system_name)
+    settings = PAIRS[pair][0]
+    key = (system_name, threads, tuple(sorted(settings.items())))
+    oracle = OracleWorker(args.oracle_python, args.checkpoint, threads, pair, atoms)
     try:
-        started = time.perf_counter()
-        unit.predict([system])  # warm-up (the compile, for turbo)
-        our_first = time.perf_counter() - started
+        if key not in ours:
+            unit, system = our_unit(args.checkpoint, settings, atoms)
+            started = time.perf_counter()
+            unit.predict([system])  # warm-up (the compile, for turbo)
+            ours[key] = (unit, system, time.perf_counter() - started)
+        unit, system, our_first = ours[key]
         oracle_times, our_times = [], []
         for _ in range(args.calls):
             oracle_times.append(oracle.timed_call())
@@ -169,11 +246,14 @@ def run_mode(mode: str, args) -> dict:
             our_times.append(time.perf_counter() - start)
         reference = oracle.finish()
     finally:
-        if oracle.process.poll() is None:
-            oracle.process.kill()
+        oracle.close()
     result = {
-        "mode": mode, "settings": MODES[mode], "calls": args.calls,
-        "oracle_s": oracle_times, "ours_s": our_times, "ours_first_call_s": our_first,
+        "pair": pair, "system": system_name, "atoms": len(atoms), "threads": threads,
+        "ours_settings": settings, "fairchem_preset": PAIRS[pair][1],
+        "fairchem_fields": PAIRS[pair][2],
+        "fairchem_settings_after_warm_up": oracle.settings_after_warm_up,
+        "calls": args.calls, "oracle_s": oracle_times, "ours_s": our_times,
+        "ours_first_call_s": our_first, "ours_checkpointed_calls": unit.stats.checkpointed_calls,
         "oracle_median_s": statistics.median(oracle_times),
         "ours_median_s": statistics.median(our_times),
         "energy_difference_per_atom": abs(reference["energy"] - prediction.energy)
@@ -187,41 +267,69 @@ def run_mode(mode: str, args) -> dict:
 
 
 def main() -> None:
+    from umadrive.process_memory import keep_freed_memory
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--version", choices=sorted(CHECKPOINTS), default="1.2.1",
                         help="the UMA-S release the random checkpoint is shaped like")
     parser.add_argument("--checkpoint", type=Path,
                         help="default: /tmp/uma-s-random.pt (1.1) or /tmp/uma-s-1p2p1-random.pt")
-    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=["default", "turbo"])
+    parser.add_argument("--pairs", nargs="+", choices=list(PAIRS), default=list(PAIRS))
+    parser.add_argument("--systems", nargs="+", default=["cu108"],
+                        choices=["cu108", "cu256", "water192"])
     parser.add_argument("--oracle-python", default=".oracle/bin/python")
     parser.add_argument("--calls", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[2])
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     args.checkpoint = args.checkpoint or CHECKPOINTS[args.version]
-    torch.set_num_threads(args.threads)
+    keep_freed_memory()
     ensure_checkpoint(args.checkpoint, args.oracle_python, args.version)
 
-    results = [run_mode(mode, args) for mode in args.modes]
-    print(f"\n108-atom fcc Cu, {args.checkpoint.name} (UMA-S-{args.version} format), float32, "
-          f"{args.threads} threads, {args.calls} timed calls per side and mode after 1 warm-up\n")
-    print("| mode | fairchem-core 2.24 median s/call | umadrive median s/call | "
-          "ratio (fairchem / umadrive) | umadrive first call s |")
-    print("|---|---:|---:|---:|---:|")
+    results, floors, ours = [], {}, {}
+    for threads in args.threads:
+        rate = gemm_rate(threads)
+        for system_name in args.systems:
+            torch.set_num_threads(threads)
+            flops = matmul_flops(args.checkpoint, make_system(system_name))
+            floors[system_name, threads] = {"gemm_flop_per_s": rate, "matmul_flops": flops,
+                                            "floor_s": flops / rate}
+            for pair in args.pairs:
+                results.append(run_pair(pair, system_name, threads, ours, args))
+                print(json.dumps({k: v for k, v in results[-1].items() if k != "profile"}),
+                      flush=True)
+        ours.clear()
+    print(f"\n{args.checkpoint.name} (UMA-S-{args.version} format), float32, "
+          f"{args.calls} timed calls per side and pair after 1 warm-up\n")
+    print("| system | threads | umadrive mode | fairchem-core 2.24 | fairchem median s/call | "
+          "umadrive median s/call | ratio (fairchem / umadrive) | umadrive / GEMM floor |")
+    print("|---|---:|---|---|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['mode']} | {r['oracle_median_s']:.3f} | {r['ours_median_s']:.3f} | "
-              f"{r['oracle_median_s'] / r['ours_median_s']:.2f} | {r['ours_first_call_s']:.1f} |")
+        floor = floors[r["system"], r["threads"]]["floor_s"]
+        fields = "".join(f" + {k}={v}" for k, v in r["fairchem_fields"].items())
+        mode = "default" if r["pair"] == "default" else "turbo"
+        print(f"| {r['system']} | {r['threads']} | {mode} | {r['fairchem_preset']}{fields} | "
+              f"{r['oracle_median_s']:.3f} | {r['ours_median_s']:.3f} | "
+              f"{r['oracle_median_s'] / r['ours_median_s']:.2f} | "
+              f"{r['ours_median_s'] / floor:.2f} |")
+    for (system_name, threads), floor in floors.items():
+        print(f"| {system_name} | {threads} | GEMM floor | "
+              f"{floor['matmul_flops'] / 1e9:.1f} GFLOP at {floor['gemm_flop_per_s'] / 1e9:.1f} "
+              f"GFLOP/s | | {floor['floor_s']:.3f} | | 1.00 |")
     for r in results:
-        print(f"agreement ({r['mode']}): |dE|/atom = {r['energy_difference_per_atom']:.2e} eV, "
-              f"max |dF| = {r['max_force_difference']:.2e} eV/Å")
+        print(f"agreement ({r['system']}, {r['threads']} threads, {r['pair']}): |dE|/atom = "
+              f"{r['energy_difference_per_atom']:.2e} eV, max |dF| = "
+              f"{r['max_force_difference']:.2e} eV/Å; fairchem after warm-up: "
+              f"{r['fairchem_settings_after_warm_up']}")
     OUT.mkdir(exist_ok=True)
     (OUT / "model_vs_oracle.json").write_text(json.dumps(
         {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-         "version": args.version, "checkpoint": str(args.checkpoint), "threads": args.threads,
+         "version": args.version, "checkpoint": str(args.checkpoint),
+         "floors": [{"system": s, "threads": t, **f} for (s, t), f in floors.items()],
          "results": [{k: v for k, v in r.items() if k != "profile"} for r in results]},
         indent=2))
     if args.profile:
-        print(f"\numadrive, one call ({results[-1]['mode']}), by self CPU time:\n")
+        print(f"\numadrive, one call ({results[-1]['pair']}), by self CPU time:\n")
         print(results[-1]["profile"])
 
 

@@ -175,3 +175,41 @@ def test_a_bad_pbc_flag_is_refused_by_the_parser(capsys, flag):
 def test_serve_options_pbc_must_be_three_booleans(pbc):
     with pytest.raises(ServeOptionsError, match=r"\(--pbc\): expected three booleans"):
         ServeOptions(pbc=pbc)
+
+
+@pytest.mark.parametrize("text, expected", [("8GiB", 8 * 2**30), ("512MiB", 512 * 2**20),
+                                            ("2e9", 2 * 10**9), ("1.5 GB", 15 * 10**8)])
+def test_memory_budget_sizes(text, expected):
+    from umadrive.commands.serve import memory_size
+
+    assert memory_size(text) == expected
+
+
+@pytest.mark.parametrize("text, message", [("8 gigs", "expected a size such as 8GiB"),
+                                           ("-1GiB", "expected a size such as 8GiB"),
+                                           ("1000", "below 1 MiB")])
+def test_a_bad_memory_budget_is_refused_by_the_parser(capsys, text, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--model", "ase:emt", "--structure", "x.extxyz", "--unix", "x",
+              f"--memory-budget={text}"])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spec", ["ase:emt", "fairchem:uma-s-1p1"])
+def test_a_memory_budget_for_another_backend_is_refused(spec):
+    from tests.reference import cu3au_8
+    from umadrive.driver.backends import UmaOptions, make_backend
+
+    with pytest.raises(ValueError, match="--memory-budget applies to umadrive's own UMA backend"):
+        make_backend(spec, cu3au_8(), uma=UmaOptions(memory_budget=2**30))
+
+
+def test_a_memory_budget_without_checkpointing_names_the_mode(uma):
+    from tests.reference import UMA_S1P1, cu3au_8
+    from umadrive.driver.backends import UmaOptions, make_backend
+
+    with pytest.raises(ValueError, match="--mode 'turbo' with --memory-budget: .*"
+                                         "activation_checkpointing=False"):
+        make_backend(str(UMA_S1P1), cu3au_8(),
+                     uma=UmaOptions(task="omat", mode="turbo", memory_budget=2**30))

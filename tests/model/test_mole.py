@@ -56,3 +56,19 @@ def test_systems_of_different_mixtures_keep_their_own():
     alpha = torch.softmax(torch.randn(3, 4, dtype=torch.float64), dim=1)
     routing = ExpertRouting.grouped(alpha, (2, 2, 2))
     assert routing.counts == (2, 2, 2) and torch.equal(routing.coefficients, alpha)
+
+
+def test_a_routed_mixture_is_reused_until_coefficients_or_weights_change():
+    layer = _layer().requires_grad_(False)
+    alpha = torch.softmax(torch.randn(2, 4, dtype=torch.float64), dim=1)
+    first = layer.mixed_weights(alpha)
+    assert layer.mixed_weights(alpha.clone()) is first  # an MD step's same coefficients
+    other = alpha.flip(0)
+    assert torch.allclose(layer.mixed_weights(other), torch.einsum("be,eoi->boi", other,
+                                                                   layer.weights))
+    with torch.no_grad():
+        layer.weights.mul_(2)  # e.g. training between predictions: the mixture follows
+    again = layer.mixed_weights(alpha)
+    assert torch.allclose(again, 2 * first, atol=1e-13)
+    trainable = _layer()  # weights needing gradients: mixed every time, never kept
+    assert trainable.mixed_weights(alpha) is not trainable.mixed_weights(alpha)

@@ -5,7 +5,9 @@ times ``predict`` in the default mode, turbo, and default with one setting
 changed, all in this process: the predict units share one copy of the weights
 and take turns within each round, on the same MD-like rattled positions, so the
 modes see the same machine load. Then, for ``--memory-atoms``, the peak memory of
-one call with and without activation checkpointing, each in a fresh process.
+one call with and without activation checkpointing, each in a fresh process (with
+checkpointing, the memory budget is a quarter of the step's estimated need, so
+that the edges run in chunks: see :mod:`umadrive.model.activation_memory`).
 
 Output: one JSON object per line (``{"name": ..., "median_s": ..., "ratio": ...}``,
 ratio = time / default time, below 1 is faster) and a markdown table.
@@ -21,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from umadrive.process_memory import keep_freed_memory
 from umadrive.progress import Progress
 
 #: Modes: name -> changes to the default settings (None: the turbo preset).
@@ -36,6 +39,8 @@ MODES: dict[str, dict | None] = {
     "external_graph_gen=True (vesin)": {"external_graph_gen": True},
 }
 RATTLE = 0.01  # Å, per call: positions as an MD step would change them
+#: Chunks of the memory measurement with activation checkpointing (budget = need / CHUNKS).
+CHUNKS = 4
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -164,15 +169,23 @@ def memory_probe(spec: dict) -> dict:
     import numpy as np
     import torch
 
-    from umadrive.model import InferenceSettings, get_predict_unit
+    from umadrive.model import InferenceSettings, activation_memory, get_predict_unit
 
     device = torch.device(spec["device"])
-    unit = get_predict_unit(spec["checkpoint"], device, InferenceSettings(
-        activation_checkpointing=spec["activation_checkpointing"]))
     crystal = cu3au(spec["atoms"])
     rng = np.random.default_rng(7)
-    unit.predict([_system(crystal, rng)])
     system = _system(crystal, rng)
+    unit = get_predict_unit(spec["checkpoint"], device,
+                            InferenceSettings(activation_checkpointing=False))
+    edges = int(unit.graph(unit.batch([system])).edge_index.shape[1])
+    budget = None
+    if spec["activation_checkpointing"]:
+        budget = edges * activation_memory.bytes_per_edge(unit.model.backbone.config,
+                                                          unit.dtype) // CHUNKS
+        del unit
+        unit = get_predict_unit(spec["checkpoint"], device, InferenceSettings(),
+                                memory_budget=budget)
+    unit.predict([_system(crystal, rng)])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
@@ -185,8 +198,8 @@ def memory_probe(spec: dict) -> dict:
         unit.predict([system])
         peak = _vm_kib("VmHWM") * 1024
         method = "VmHWM - VmRSS (Linux)"
-    edges = int(unit.graph(unit.batch([system])).edge_index.shape[1])
-    return {"peak_extra_mib": (peak - before) / 2 ** 20, "edges": edges, "method": method}
+    return {"peak_extra_mib": (peak - before) / 2 ** 20, "edges": edges, "method": method,
+            "memory_budget": budget, "chunk": unit.checkpoint_chunk(edges)}
 
 
 def measure_memory(checkpoint: str, atoms: int, device: str, threads: int) -> list[dict]:
@@ -223,12 +236,12 @@ def table(results: list[dict]) -> str:
                          f"{r['warmup_s']:.1f} |")
     memory = [r for r in results if r["name"].startswith("memory/")]
     if memory:
-        lines += ["", "| model | atoms | edges | activation_checkpointing | peak extra MiB | "
-                      "ratio |", "|---|---:|---:|---|---:|---:|"]
+        lines += ["", "| model | atoms | edges | activation_checkpointing | chunk (edges) | "
+                      "peak extra MiB | ratio |", "|---|---:|---:|---|---:|---:|---:|"]
         for r in memory:
             lines.append(f"| {Path(r['checkpoint']).stem} | {r['atoms']} | {r['edges']} | "
-                         f"{r['activation_checkpointing']} | {r['peak_extra_mib']:.0f} | "
-                         f"{r['ratio']:.2f} |")
+                         f"{r['activation_checkpointing']} | {r['chunk'] or '–'} | "
+                         f"{r['peak_extra_mib']:.0f} | {r['ratio']:.2f} |")
     return "\n".join(lines)
 
 
@@ -240,9 +253,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.memory_probe:
+    if args.memory_probe:  # malloc as it comes: the peak of one step is measured
         print(json.dumps(memory_probe(json.loads(args.memory_probe))))
         return 0
+    keep_freed_memory()
     modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
     unknown = [mode for mode in modes if mode not in MODES]
     if unknown or not modes or modes[0] != "default":

@@ -19,12 +19,14 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 
 from umadrive.commands.addressing import add_address_arguments
 from umadrive.driver.options import ServeOptions
 from umadrive.driver.transports import choose_device, process_rank
+from umadrive.process_memory import keep_freed_memory
 from umadrive.protocol.addresses import Address, resolve_address
 from umadrive.protocol.messages import DEFAULT_MAX_ATOMS
 
@@ -54,6 +56,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--warmup", action="store_true",
                        help="run one prediction on the template before connecting (turbo "
                             "compiles in the background with or without it)")
+    model.add_argument("--memory-budget", type=memory_size, metavar="SIZE",
+                       help="memory a step's edge activations may take before activation "
+                            "checkpointing recomputes them in chunks, e.g. 8GiB or 512MiB "
+                            "(default: half the memory free at start; UMA modes with "
+                            "activation_checkpointing)")
     model.add_argument("--model-kwargs", default="{}", metavar="JSON",
                        help="keyword arguments for an ASE calculator, as a JSON object")
     model.add_argument("--pbc", type=_pbc_flags, metavar="TTT|FFF|...",
@@ -136,6 +143,24 @@ def serve_options(args: argparse.Namespace) -> ServeOptions:
         extras=args.extras, pbc=args.pbc, stop_grace_s=args.stop_grace)
 
 
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def memory_size(text: str) -> int:
+    """``--memory-budget 8GiB`` -> bytes (units B, kB/MB/GB/TB, KiB/MiB/GiB/TiB; none: bytes)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match and match.group(2).upper()
+    if not match or unit not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a size such as 8GiB, 512MiB or "
+                                         "2e9 (bytes)")
+    size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if size < 2**20:
+        raise argparse.ArgumentTypeError(f"{text!r} is {size} bytes; a memory budget below 1 MiB "
+                                         "cannot hold one chunk of edges: give at least 1MiB")
+    return size
+
+
 def _pbc_flags(text: str) -> tuple[bool, bool, bool]:
     """``--pbc TTF`` -> (True, True, False)."""
     flags = text.upper()
@@ -215,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
     from umadrive.commands.compile import keep_inductor_kernels
 
     keep_inductor_kernels()
+    keep_freed_memory()
     from umadrive.driver.backends import UmaOptions, make_backend
     from umadrive.driver.lifecycle import StopSignal
     from umadrive.driver.serving import open_serve_log, serve
@@ -227,7 +253,8 @@ def run(args: argparse.Namespace) -> int:
         template = read_template(args.structure)
         start = time.perf_counter()
         backend = make_backend(args.model, template, **model_kwargs, uma=UmaOptions(
-            task=args.task, charge=args.charge, spin=args.spin, mode=args.mode, device=device))
+            task=args.task, charge=args.charge, spin=args.spin, mode=args.mode, device=device,
+            memory_budget=args.memory_budget))
     except (ValueError, OSError) as error:
         log.error("%s", error)
         return 2

@@ -8,6 +8,11 @@ the systems in order, ``routing.counts[b]`` rows for system ``b``.
 A layer can also hold one *merged* weight (``merge``), for a fixed mixture:
 ``forward(x, None)`` then is a plain linear layer. The expert weights stay, so
 merging again for another mixture costs one weighted sum.
+
+Routed calls keep their last mixture: an MD run asks for the same systems at
+every step, so the weighted sum over the experts (for UMA-S, reading every
+expert weight, about 1 GB) is done again only when the coefficients or the
+expert weights change.
 """
 
 from __future__ import annotations
@@ -87,13 +92,29 @@ class MixtureOfLinearExperts(nn.Module):
             torch.empty(num_experts, out_features, in_features).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(out_features).uniform_(-bound, bound)) if bias else None
         self.register_buffer("merged", None, persistent=False)
+        # (coefficients, version of the expert weights, their mixture) of the last routed call
+        self._last_mixture: tuple[torch.Tensor, int, torch.Tensor] | None = None
 
     def merged_weight(self, coefficients: torch.Tensor) -> torch.Tensor:
         """(out, in) weight of the mixture with ``coefficients`` (n_experts,)."""
         return self.mixed_weights(coefficients[None])[0]
 
     def mixed_weights(self, coefficients: torch.Tensor) -> torch.Tensor:
-        """(B, out, in) weights of the mixtures with ``coefficients`` (B, n_experts)."""
+        """(B, out, in) weights of the mixtures with ``coefficients`` (B, n_experts);
+        the last one again when neither the coefficients nor the expert weights
+        changed since (not while compiling or when the mixture needs gradients)."""
+        if (torch.compiler.is_compiling() or coefficients.requires_grad
+                or self.weights.requires_grad):
+            return self._mix(coefficients)
+        last, version = self._last_mixture, self.weights._version
+        if (last is not None and last[1] == version and last[0].shape == coefficients.shape
+                and torch.equal(last[0], coefficients)):
+            return last[2]
+        mixed = self._mix(coefficients)
+        self._last_mixture = (coefficients.clone(), version, mixed)
+        return mixed
+
+    def _mix(self, coefficients: torch.Tensor) -> torch.Tensor:
         return torch.einsum("be,eoi->boi", coefficients.to(self.weights.dtype), self.weights)
 
     def merge(self, coefficients: torch.Tensor) -> None:

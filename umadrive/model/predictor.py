@@ -15,8 +15,10 @@ per :class:`System`. The unit applies every :class:`InferenceSettings` field:
   :meth:`PredictUnit.warm_up` did (optionally in the background, answering
   uncompiled meanwhile, and with kernels cached across processes). The first
   call's time is reported as ``stats.warmup_s``.
-* ``activation_checkpointing``: edge chunks of :data:`CHECKPOINT_CHUNK_EDGES`
-  recomputed in the backward pass.
+* ``activation_checkpointing``: when a step's edge activations would not fit in
+  the unit's memory budget, edge chunks that do are recomputed in the backward
+  pass; steps that fit run without recomputation
+  (:mod:`umadrive.model.activation_memory` has the rule and the estimate).
 * ``tf32``, ``wigner_cuda``: on CUDA only; elsewhere accepted and reported
   inactive (``active_settings()``).
 * ``external_graph_gen``: ``predict(systems, graph=...)`` takes the caller's graph;
@@ -37,6 +39,7 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
+from umadrive.model import activation_memory
 from umadrive.model.checkpoint import load_checkpoint
 from umadrive.model.compile_cache import KernelCache, KernelKey
 from umadrive.model.compiling import CompiledMessagePassing, Progress, WarmUp
@@ -54,8 +57,6 @@ from umadrive.structure import Prediction, Structure
 
 log = logging.getLogger(__name__)
 
-#: Edges per activation-checkpointing chunk (fairchem's value, 128 Ki edges).
-CHECKPOINT_CHUNK_EDGES = 128 * 1024
 # distinct systems whose numbers, task, charge and spin were checked, kept at most
 _SPECIES_CACHE = 256
 
@@ -138,7 +139,9 @@ class PredictStats:
     before it. wigner_captures: CUDA-graph captures of the Wigner matrices
     (wigner_cuda on CUDA).
     uncompiled_calls: calls answered without compile while a background
-    warm-up compiled (compile only).
+    warm-up compiled (compile only). checkpointed_calls: calls whose edge
+    activations exceeded the memory budget and were recomputed in chunks
+    (activation_checkpointing only).
     """
 
     calls: int = 0
@@ -148,6 +151,7 @@ class PredictStats:
     warmup_s: float | None = None
     wigner_captures: int = 0
     uncompiled_calls: int = 0
+    checkpointed_calls: int = 0
 
 
 class PredictUnit:
@@ -170,23 +174,42 @@ class PredictUnit:
     for debugging and quick tests).
     element_domain: the elements the model declares it was trained on, per task
     (default: no restriction); systems with others are refused.
+    memory_budget: bytes a step's edge activations may take before activation
+    checkpointing splits them into recomputed chunks (default: half the memory
+    free on the device when the unit is built); only with
+    ``activation_checkpointing``.
     """
 
     def __init__(self, model: UMA, *, device: torch.device, settings: InferenceSettings,
                  graph_generator: GraphGenerator | None = None,
                  compile_backend: str | Callable = "inductor",
-                 element_domain: ElementDomain | None = None) -> None:
+                 element_domain: ElementDomain | None = None,
+                 memory_budget: int | None = None) -> None:
         if graph_generator is not None and not settings.external_graph_gen:
             raise InferenceSettingsError(
                 "a graph_generator was given but InferenceSettings.external_graph_gen=False; "
                 "set external_graph_gen=True to use it")
+        if memory_budget is not None:
+            if not settings.activation_checkpointing:
+                raise InferenceSettingsError(
+                    "a memory_budget was given but InferenceSettings.activation_checkpointing="
+                    "False: without checkpointing every activation is kept; turn it on or drop "
+                    "the budget")
+            if isinstance(memory_budget, bool) or not isinstance(memory_budget, int) \
+                    or memory_budget <= 0:
+                raise InferenceSettingsError(
+                    f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
         self.model = model = _private_copy(model)
         self.device = device
         self.settings = settings
         self.element_domain = element_domain or ElementDomain()
         self.stats = PredictStats()
-        self.model.backbone.set_checkpoint_chunk(
-            CHECKPOINT_CHUNK_EDGES if settings.activation_checkpointing else None)
+        self.memory_budget: int | None = None
+        if settings.activation_checkpointing:
+            self.memory_budget = memory_budget or activation_memory.default_budget(device)
+        self._bytes_per_edge = activation_memory.bytes_per_edge(model.backbone.config,
+                                                                settings.base_precision_dtype)
+        self._chunk: int | None = None
         if settings.external_graph_gen:
             self.graph_generator = graph_generator or vesin_graph
         else:
@@ -310,6 +333,7 @@ class PredictUnit:
                 "set external_graph_gen=True to supply graphs")
         else:
             _check_graph(graph, atoms)
+        self._plan_checkpointing(graph)
         run = RunOptions(merged=self._merge_for(systems, atoms),
                          message_passing=self._message_passing(), rotation=self._rotation)
         with tf32_matmuls(self._tf32):
@@ -375,6 +399,7 @@ class PredictUnit:
             raise RuntimeError("this predict unit's warm-up was already started")
         atoms = self.batch(systems)
         graph = self.graph(atoms)
+        self._plan_checkpointing(graph)
         merged = self._merge_for(systems, atoms)
 
         def predict_once(message_passing) -> None:
@@ -400,6 +425,22 @@ class PredictUnit:
         if not background and self._warm_up.error is not None:
             raise self._warm_up.error
         return self._warm_up
+
+    def checkpoint_chunk(self, edges: int) -> int | None:
+        """Edges per recomputed chunk for a step of ``edges`` edges, None for no
+        recomputation (always None without ``activation_checkpointing``)."""
+        if self.memory_budget is None:
+            return None
+        return activation_memory.checkpoint_chunk(edges, self._bytes_per_edge,
+                                                  self.memory_budget)
+
+    def _plan_checkpointing(self, graph: RadiusGraph) -> None:
+        chunk = self.checkpoint_chunk(int(graph.edge_index.shape[1]))
+        if chunk != self._chunk:
+            self.model.backbone.set_checkpoint_chunk(chunk)
+            self._chunk = chunk
+        if chunk is not None:
+            self.stats.checkpointed_calls += 1
 
     def _message_passing(self) -> CompiledMessagePassing | None:
         """The compiled message passing, or None for the eager one: without compile,
@@ -482,7 +523,8 @@ def _check_graph(graph: RadiusGraph, atoms: AtomsBatch) -> None:
 def get_predict_unit(model: str | os.PathLike, device: str | torch.device = "cpu",
                      inference_settings: str | InferenceSettings = "default", *,
                      graph_generator: GraphGenerator | None = None,
-                     compile_backend: str | Callable = "inductor") -> PredictUnit:
+                     compile_backend: str | Callable = "inductor",
+                     memory_budget: int | None = None) -> PredictUnit:
     """Load a UMA checkpoint once and return a :class:`PredictUnit` for it.
 
     model: path of a UMA checkpoint (fairchem's ``.pt`` or umadrive's own format)
@@ -493,6 +535,8 @@ def get_predict_unit(model: str | os.PathLike, device: str | torch.device = "cpu
     graph_generator: with ``external_graph_gen``, the function that builds graphs
         (default :func:`~umadrive.model.graph.vesin_graph`).
     compile_backend: ``torch.compile``'s backend with ``compile`` (see :class:`PredictUnit`).
+    memory_budget: bytes for a step's edge activations with activation
+        checkpointing (see :class:`PredictUnit`).
 
     A checkpoint may declare the elements each task was trained on (see
     :mod:`umadrive.model.domain`); systems with other elements are refused.
@@ -503,4 +547,5 @@ def get_predict_unit(model: str | os.PathLike, device: str | torch.device = "cpu
     uma = UMA.from_checkpoint(checkpoint, dtype=settings.base_precision_dtype, device=device)
     return PredictUnit(uma, device=device, settings=settings, graph_generator=graph_generator,
                        compile_backend=compile_backend,
-                       element_domain=ElementDomain.from_tasks(checkpoint.tasks_config))
+                       element_domain=ElementDomain.from_tasks(checkpoint.tasks_config),
+                       memory_budget=memory_budget)

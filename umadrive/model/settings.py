@@ -3,7 +3,9 @@
 Semantics (see the UMA spec, "Inference settings"):
 
 * ``tf32``: TF32 matmuls inside each forward on CUDA, restored afterwards; inactive on CPU.
-* ``activation_checkpointing``: edge chunks recomputed in the backward pass (less memory).
+* ``activation_checkpointing``: where a step's edge activations exceed the memory
+  budget, edge chunks recomputed in the backward pass (less memory); steps that
+  fit run without (:mod:`umadrive.model.activation_memory`).
 * ``merge_mole``: merge the mixture-of-linear-experts weights for the composition,
   charge, spin and task of the first call; re-merge when these change.
 * ``compile``: ``torch.compile(dynamic=True)`` of the model; graph generation stays outside.

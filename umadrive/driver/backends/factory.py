@@ -23,6 +23,10 @@ def make_backend(spec: str, template: ase.Atoms, *, uma: UmaOptions | None = Non
     checkpoint path or model name, loaded with ``uma`` (defaults:
     :class:`UmaOptions`) by fairchem-core or by umadrive's own model."""
     kind, _, rest = spec.partition(":")
+    if uma is not None and uma.memory_budget is not None and kind in ("ase", "fairchem"):
+        raise ValueError(f"--memory-budget applies to umadrive's own UMA backend only, not to "
+                         f"--model {spec!r} (fairchem-core and ASE calculators manage their own "
+                         "memory); drop the flag")
     if kind == "ase":
         if not rest:
             raise ValueError(f"--model {spec!r}: expected 'ase:emt' or 'ase:package.module:Class'")

@@ -18,6 +18,9 @@ class UmaOptions:
         ``fairchem:`` model also a fairchem preset name, and the JSON file holds
         fairchem's fields (:mod:`umadrive.driver.backends.fairchem`).
     device: ``cpu``, ``cuda`` or ``cuda:N``.
+    memory_budget: bytes a step's edge activations may take before activation
+        checkpointing recomputes them in chunks (umadrive's UMA backend with
+        ``activation_checkpointing`` only); None: half the free memory at start.
     """
 
     task: str | None = None
@@ -25,6 +28,7 @@ class UmaOptions:
     spin: int | None = None
     mode: str = "default"
     device: str = "cpu"
+    memory_budget: int | None = None
 
 
 def choose_task(model: str, datasets: list[str], task: str | None) -> str:

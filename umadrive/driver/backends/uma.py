@@ -79,10 +79,12 @@ class UmaBackend:
         log.info("loading UMA model %s on %s (mode %s)...", model, device, options.mode)
         start = time.perf_counter()
         try:
-            unit = get_predict_unit(model, device, settings)
+            unit = get_predict_unit(model, device, settings, memory_budget=options.memory_budget)
         except FileNotFoundError as error:
             raise ValueError(f"--model {model!r}: {error}; or use 'ase:emt' / "
                              "'ase:package.module:Class' for an ASE calculator") from None
+        except InferenceSettingsError as error:
+            raise ValueError(f"--mode {options.mode!r} with --memory-budget: {error}") from None
         datasets = list(unit.datasets)
         log.info("loaded %s in %.1f s: %d parameters, tasks %s", model,
                  time.perf_counter() - start, sum(p.numel() for p in unit.model.parameters()),

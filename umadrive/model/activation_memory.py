@@ -1,0 +1,78 @@
+"""How much memory a step's edge activations need, and the activation-checkpointing
+chunk that keeps them within a budget.
+
+Forces are the gradient of the energy, so a step keeps the forward pass's
+intermediate tensors until the backward pass. For UMA nearly all of them are
+per edge: in each layer the gathered node pairs, the rotated messages, the radial
+weights, both SO(2) convolutions' outputs and the gates, each
+``(E, n_edge_coefficients, channels)``. :func:`bytes_per_edge` estimates them from
+the model's sizes (an upper bound: the constant below was calibrated against the
+measured peak of a step, see ``benchmarks/activation_memory.py``).
+
+The rule (:func:`checkpoint_chunk`): with ``InferenceSettings.activation_checkpointing``
+on, a step whose estimated edge activations fit in the budget runs without
+recomputation; a larger one is split into chunks of as many edges as fit, each
+recomputed in the backward pass (about one more forward pass of the edge work).
+The budget is ``memory_budget`` bytes if given, else half the memory free when the
+unit is built (:func:`default_budget`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from umadrive.model.config import BackboneConfig
+
+#: Fraction of the free memory at start-up that the edge activations of a step may use.
+DEFAULT_BUDGET_FRACTION = 0.5
+#: The smallest chunk: below this, the per-chunk overhead (one node-sized sum) dominates.
+MIN_CHUNK_EDGES = 4096
+#: Per layer and edge coefficient, the tensors kept for the backward pass count about
+#: 7 sphere-channel widths (pairs, rotated message and radial weights, 2C each; the
+#: second convolution's output, C) and 3 hidden-channel widths (the first
+#: convolution's output, the gates); plus 5 edge-channel widths of radial MLP.
+#: ``_SLACK`` covers the backward pass's own temporaries; calibrated against the
+#: resident-set peak of a step on CPU (``benchmarks/activation_memory.py``).
+_SPHERE_TENSORS, _HIDDEN_TENSORS, _EDGE_TENSORS = 7, 3, 5
+_SLACK = 1.5
+
+
+def bytes_per_edge(config: BackboneConfig, dtype: torch.dtype) -> int:
+    """Estimated bytes of activations one edge keeps for the backward pass of a
+    forces (and stress) step, over all layers."""
+    coefficients = (config.lmax + 1) ** 2
+    per_layer = coefficients * (_SPHERE_TENSORS * config.sphere_channels
+                                + _HIDDEN_TENSORS * config.hidden_channels)
+    per_layer += _EDGE_TENSORS * config.edge_channels
+    shared = 2 * coefficients * coefficients + config.num_distance_basis + 2 * config.edge_channels
+    return int(_SLACK * dtype.itemsize * (config.num_layers * per_layer + shared))
+
+
+def checkpoint_chunk(edges: int, per_edge: int, budget: int) -> int | None:
+    """Edges per recomputed chunk for a step of ``edges`` edges, or None when the
+    step's estimated activations (``edges * per_edge`` bytes) fit in ``budget``."""
+    if edges * per_edge <= budget:
+        return None
+    return max(MIN_CHUNK_EDGES, budget // per_edge)
+
+
+def default_budget(device: torch.device) -> int:
+    """Bytes: :data:`DEFAULT_BUDGET_FRACTION` of the memory free now on ``device``
+    (CUDA: the device's free memory; CPU: the system's available memory, from
+    ``/proc/meminfo`` where there is one, else its physical memory)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(DEFAULT_BUDGET_FRACTION * free)
+    return int(DEFAULT_BUDGET_FRACTION * _available_system_memory())
+
+
+def _available_system_memory() -> int:
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
