@@ -92,11 +92,14 @@ def call():
                                r_data_keys=["charge", "spin"])
     return unit.predict(atomicdata_list_to_batch([data]))
 
+start = time.perf_counter()
 out = call()
+first_call_s = time.perf_counter() - start
 after = unit.inference_settings
-print("READY " + json.dumps({name: str(getattr(after, name)) for name in
-                             ("merge_mole", "compile", "activation_checkpointing",
-                              "execution_mode", "nitro")}), flush=True)
+print("READY " + json.dumps({"first_call_s": first_call_s,
+                             **{name: str(getattr(after, name)) for name in
+                                ("merge_mole", "compile", "activation_checkpointing",
+                                 "execution_mode", "nitro")}}), flush=True)
 for line in sys.stdin:
     if line.strip() != "call":
         break
@@ -253,7 +256,9 @@ def run_pair(pair: str, system_name: str, threads: int, ours: dict, args) -> dic
         "fairchem_fields": PAIRS[pair][2],
         "fairchem_settings_after_warm_up": oracle.settings_after_warm_up,
         "calls": args.calls, "oracle_s": oracle_times, "ours_s": our_times,
-        "ours_first_call_s": our_first, "ours_checkpointed_calls": unit.stats.checkpointed_calls,
+        "ours_first_call_s": our_first,
+        "oracle_first_call_s": oracle.settings_after_warm_up.pop("first_call_s"),
+        "ours_checkpointed_calls": unit.stats.checkpointed_calls,
         "oracle_median_s": statistics.median(oracle_times),
         "ours_median_s": statistics.median(our_times),
         "energy_difference_per_atom": abs(reference["energy"] - prediction.energy)
@@ -302,8 +307,9 @@ def main() -> None:
     print(f"\n{args.checkpoint.name} (UMA-S-{args.version} format), float32, "
           f"{args.calls} timed calls per side and pair after 1 warm-up\n")
     print("| system | threads | umadrive mode | fairchem-core 2.24 | fairchem median s/call | "
-          "umadrive median s/call | ratio (fairchem / umadrive) | umadrive / GEMM floor |")
-    print("|---|---:|---|---|---:|---:|---:|---:|")
+          "umadrive median s/call | ratio (fairchem / umadrive) | umadrive / GEMM floor | "
+          "first call s, fairchem / umadrive |")
+    print("|---|---:|---|---|---:|---:|---:|---:|---:|")
     for r in results:
         floor = floors[r["system"], r["threads"]]["floor_s"]
         fields = "".join(f" + {k}={v}" for k, v in r["fairchem_fields"].items())
@@ -311,11 +317,12 @@ def main() -> None:
         print(f"| {r['system']} | {r['threads']} | {mode} | {r['fairchem_preset']}{fields} | "
               f"{r['oracle_median_s']:.3f} | {r['ours_median_s']:.3f} | "
               f"{r['oracle_median_s'] / r['ours_median_s']:.2f} | "
-              f"{r['ours_median_s'] / floor:.2f} |")
+              f"{r['ours_median_s'] / floor:.2f} | "
+              f"{r['oracle_first_call_s']:.1f} / {r['ours_first_call_s']:.1f} |")
     for (system_name, threads), floor in floors.items():
         print(f"| {system_name} | {threads} | GEMM floor | "
               f"{floor['matmul_flops'] / 1e9:.1f} GFLOP at {floor['gemm_flop_per_s'] / 1e9:.1f} "
-              f"GFLOP/s | | {floor['floor_s']:.3f} | | 1.00 |")
+              f"GFLOP/s | | {floor['floor_s']:.3f} | | 1.00 | |")
     for r in results:
         print(f"agreement ({r['system']}, {r['threads']} threads, {r['pair']}): |dE|/atom = "
               f"{r['energy_difference_per_atom']:.2e} eV, max |dF| = "
