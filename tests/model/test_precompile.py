@@ -180,3 +180,34 @@ def test_a_cache_that_cannot_be_written_leaves_the_model_compiled(filled, tmp_pa
     before = _traced()
     _assert_close(unit.predict([system]), _unit(compile=False).predict([system]))
     assert _traced() == before  # the precompiled function answered
+
+
+def test_a_missing_entry_is_filled_by_the_helper_then_loaded(tmp_path, uma_cases):
+    """fill_cache runs on a miss (here another unit storing the entry, as the
+    helper process does); the warm-up then loads that entry instead of
+    precompiling. A helper that leaves the entry missing: precompiled here."""
+    system = dict((label, system) for label, system, _ in uma_cases("s1p1"))["triclinic_alloy"]
+    cache = KernelCache(tmp_path / "filled")
+    calls = []
+
+    def fill() -> None:
+        calls.append("fill")
+        assert _unit().warm_up([system], cache=cache).stored
+
+    unit = _unit()
+    warm_up = unit.warm_up([system], cache=cache, fill_cache=fill)
+    assert calls == ["fill"] and warm_up.cache_hit and not warm_up.stored, warm_up.summary()
+    _assert_close(unit.predict([system]), _unit(compile=False).predict([system]))
+    # a later miss-free warm-up does not call the helper
+    assert _unit().warm_up([system], cache=cache, fill_cache=fill).cache_hit
+    assert calls == ["fill"]
+
+    empty = KernelCache(tmp_path / "empty")
+    alone = _unit().warm_up([system], cache=empty, fill_cache=lambda: None)
+    assert not alone.cache_hit and alone.stored, alone.summary()
+
+
+def test_a_helper_needs_a_cache(uma_cases):
+    _, system, _ = uma_cases("s1p1")[0]
+    with pytest.raises(ValueError, match="fill_cache needs a cache"):
+        _unit().warm_up([system], fill_cache=lambda: None)

@@ -149,7 +149,10 @@ class WarmUp:
     caches only). key: makes the cache entry's key (required with a cache;
     called in the warm-up's thread, since hashing a large model's weights takes a
     while). progress: gets a line every :data:`PROGRESS_INTERVAL_S` seconds and a
-    final one (see :data:`Progress`).
+    final one (see :data:`Progress`). fill_cache: on a cache miss, called in the
+    warm-up's thread to fill the entry from another process (which then competes
+    with this one for the CPU but not for its interpreter lock), before the entry
+    is looked up again; on a second miss the warm-up precompiles here.
 
     An entry that torch cannot load is logged (one line) and replaced by a new
     precompile; a precompile that fails is logged and the warm-up compiles just
@@ -160,15 +163,19 @@ class WarmUp:
                  compiled: CompiledMessagePassing, what: str,
                  cache: KernelCache | None = None,
                  key: Callable[[], KernelKey] | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None,
+                 fill_cache: Callable[[], None] | None = None) -> None:
         if cache is not None and key is None:
             raise ValueError("WarmUp: a cache needs the key of its entry")
+        if fill_cache is not None and cache is None:
+            raise ValueError("WarmUp: fill_cache needs a cache")
         self._run = run
         self._compiled = compiled
         self.what = what
         self.cache = cache
         self._key = key
         self._progress = progress
+        self._fill_cache = fill_cache
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         #: seconds the warm-up took (None while it runs)
@@ -243,6 +250,11 @@ class WarmUp:
             self.cache_path = self.cache.path(key)
             self._note = "; loading it from the cache"
             self.cache_hit = self._load(key)
+            if not self.cache_hit and self._fill_cache is not None:
+                self._note = "; in a helper process, cached for next time"
+                self._fill_cache()
+                self._note = "; loading it from the cache"
+                self.cache_hit = self._load(key)
             self._note = "" if self.cache_hit else "; cached for next time"
             if not self.cache_hit and self._precompile():
                 self.stored = self._store(key)

@@ -378,7 +378,8 @@ class PredictUnit:
         return predictions
 
     def warm_up(self, systems: Sequence[System], *, background: bool = False,
-                cache: KernelCache | None = None, progress: Progress | None = None) -> WarmUp:
+                cache: KernelCache | None = None, progress: Progress | None = None,
+                fill_cache: Callable[[], None] | None = None) -> WarmUp:
         """Compiles the message passing (``settings.compile``) on a batch of ``systems``.
 
         One batch suffices: the compiled code then serves any number of systems
@@ -389,7 +390,9 @@ class PredictUnit:
         precompiled for this model and settings is loaded from it, without tracing,
         when there, and precompiled and stored in it (atomically) when not.
         progress: ``progress(text, final, warm_up)`` every second while compiling
-        and at the end (:data:`~umadrive.model.compiling.Progress`).
+        and at the end (:data:`~umadrive.model.compiling.Progress`). fill_cache:
+        with a cache, fills a missing entry from another process before this one
+        compiles (see :class:`~umadrive.model.compiling.WarmUp`).
         Raises InferenceSettingsError without ``compile``, RuntimeError when a
         warm-up was already started.
         """
@@ -420,7 +423,7 @@ class PredictUnit:
                                what=f"the model for {self.device.type} "
                                f"({backend if isinstance(backend, str) else 'custom backend'})",
                                cache=cache, key=key if cache is not None else None,
-                               progress=progress)
+                               progress=progress, fill_cache=fill_cache)
         self._warm_up.start(background=background)
         if not background and self._warm_up.error is not None:
             raise self._warm_up.error

@@ -5,11 +5,16 @@ spin are fixed for the process."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import ase
+import ase.io
 import torch
 
 from umadrive.driver.backends.options import UmaOptions, choose_task
@@ -21,6 +26,9 @@ from umadrive.model.settings import PRESETS, InferenceSettings, InferenceSetting
 from umadrive.structure import Prediction, Structure
 
 log = logging.getLogger("umadrive.driver")
+
+#: CPU priority (nice value) of the compile helper process: the lowest.
+HELPER_NICENESS = 19
 
 def inference_settings(mode: str) -> InferenceSettings:
     """``--mode``: a preset name, or the path of a JSON object of
@@ -59,8 +67,11 @@ class UmaBackend:
     template); every ``compute`` is one ``predict`` call."""
 
     def __init__(self, unit: PredictUnit, template: ase.Atoms, *, task: str, charge: int,
-                 spin: int, name: str) -> None:
+                 spin: int, name: str, model: str | None = None, mode: str | None = None) -> None:
         self.name = name
+        # how to load the same unit again (the compile helper process); None: unknown
+        self._model, self._mode = model, mode
+        self._template_atoms = template.copy()
         self.unit = unit
         self._numbers = template.numbers.copy()
         self._task = task
@@ -92,7 +103,7 @@ class UmaBackend:
         task = choose_task(model, datasets, options.task)
         spin = options.spin if options.spin is not None else default_spin(task)
         return cls(unit, template, task=task, charge=options.charge, spin=spin,
-                   name=f"{Path(model).name} ({task})")
+                   name=f"{Path(model).name} ({task})", model=model, mode=options.mode)
 
     def _system(self, structure: Structure) -> System:
         return System(numbers=self._numbers, structure=structure, task=self._task,
@@ -114,13 +125,51 @@ class UmaBackend:
     def warm_up(self, *, background: bool, progress: Progress | None = None) -> WarmUp:
         """Compiles the model on the template (see :meth:`PredictUnit.warm_up`), with
         kernels from and into the cache under ``$UMADRIVE_CACHE/compiled``; with
-        ``background``, ``compute`` answers uncompiled until it is done. Once per
-        backend: later calls return the first warm-up."""
+        ``background``, ``compute`` answers uncompiled until it is done, and a
+        model not in the cache is compiled by ``umadrive compile`` in a helper
+        process at the lowest CPU priority (:meth:`compile_in_helper_process`),
+        then loaded. Once per backend: later calls return the first warm-up."""
         if self._warm_up is None:
+            helper = self.compile_in_helper_process if background and self._model else None
             self._warm_up = self.unit.warm_up([self._system(self._template)],
                                               background=background, cache=KernelCache(),
-                                              progress=progress)
+                                              progress=progress, fill_cache=helper)
         return self._warm_up
+
+    def compile_in_helper_process(self) -> None:
+        """Runs ``umadrive compile`` for this model, template, task, charge, spin,
+        mode, device and torch thread count (the cache entry's key) in a child
+        process at the lowest CPU priority (nice 19), and waits for it. The child
+        uses the cores only when answering leaves them idle, and never this
+        process's interpreter lock, which a compile in a thread holds for long
+        stretches. A child still running when this process ends goes on and
+        stores its entry for the next start (unless it is stopped too, e.g. by
+        Ctrl-C in the same terminal). Failures are logged; the warm-up then
+        compiles in this process."""
+        with tempfile.TemporaryDirectory(prefix="umadrive-compile-") as folder:
+            structure = Path(folder) / "template.extxyz"
+            ase.io.write(structure, self._template_atoms)
+            command = [sys.executable, "-m", "umadrive", "compile", "--model", self._model,
+                       "--structure", str(structure), "--task", self._task,
+                       "--charge", str(self._charge), "--spin", str(self._spin),
+                       "--mode", self._mode, "--device", str(self.unit.device)]
+            environment = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+            errors = Path(folder) / "compile.log"  # a file: the child may outlive this process
+            with errors.open("w") as stream:
+                child = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL,
+                                         stderr=stream)
+            try:
+                os.setpriority(os.PRIO_PROCESS, child.pid, HELPER_NICENESS)
+            except (OSError, AttributeError):  # no priorities here (Windows)
+                pass
+            log.info("compiling the model in a helper process (pid %d, nice %d); answering "
+                     "uncompiled meanwhile", child.pid, HELPER_NICENESS)
+            child.wait()
+            lines = [line for line in errors.read_text(errors="replace").splitlines()
+                     if line.strip()][-3:]
+        if child.returncode != 0:
+            log.warning("the compile helper process failed (exit %d): %s; compiling here "
+                        "instead", child.returncode, " | ".join(lines))
 
     def device_memory_bytes(self) -> int | None:
         device = self.unit.device
