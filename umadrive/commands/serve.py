@@ -272,11 +272,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _leave_now_if_compiling(backend, status: int) -> None:
     """A compile still running in its thread cannot be stopped, and the C++ under
-    it aborts the interpreter's normal exit: end the process at once (its kernels
-    are not cached; ``umadrive compile`` caches them ahead of a short run)."""
+    it aborts the interpreter's normal exit: end its helper process, if any, and
+    this process at once (nothing is cached; ``umadrive compile`` caches the
+    compiled model ahead of a short run)."""
     if not getattr(backend, "compiling", False):
         return
     log.info("the background compile had not finished: left unfinished (not cached)")
+    stop_compiling = getattr(backend, "stop_compiling", None)
+    if stop_compiling is not None:
+        stop_compiling()
     mpi = sys.modules.get("mpi4py.MPI")
     if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
         mpi.Finalize()  # what mpi4py does at a normal exit, which os._exit skips

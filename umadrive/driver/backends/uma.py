@@ -72,6 +72,7 @@ class UmaBackend:
         # how to load the same unit again (the compile helper process); None: unknown
         self._model, self._mode = model, mode
         self._template_atoms = template.copy()
+        self._helper: subprocess.Popen | None = None  # the compile helper process
         self.unit = unit
         self._numbers = template.numbers.copy()
         self._task = task
@@ -142,10 +143,8 @@ class UmaBackend:
         process at the lowest CPU priority (nice 19), and waits for it. The child
         uses the cores only when answering leaves them idle, and never this
         process's interpreter lock, which a compile in a thread holds for long
-        stretches. A child still running when this process ends goes on and
-        stores its entry for the next start (unless it is stopped too, e.g. by
-        Ctrl-C in the same terminal). Failures are logged; the warm-up then
-        compiles in this process."""
+        stretches. :meth:`stop_compiling` ends it. Failures are logged; the
+        warm-up then compiles in this process."""
         with tempfile.TemporaryDirectory(prefix="umadrive-compile-") as folder:
             structure = Path(folder) / "template.extxyz"
             ase.io.write(structure, self._template_atoms)
@@ -156,8 +155,8 @@ class UmaBackend:
             environment = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
             errors = Path(folder) / "compile.log"  # a file: the child may outlive this process
             with errors.open("w") as stream:
-                child = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL,
-                                         stderr=stream)
+                self._helper = child = subprocess.Popen(
+                    command, env=environment, stdout=subprocess.DEVNULL, stderr=stream)
             try:
                 os.setpriority(os.PRIO_PROCESS, child.pid, HELPER_NICENESS)
             except (OSError, AttributeError):  # no priorities here (Windows)
@@ -167,9 +166,18 @@ class UmaBackend:
             child.wait()
             lines = [line for line in errors.read_text(errors="replace").splitlines()
                      if line.strip()][-3:]
+        if child.returncode < 0:  # stopped (stop_compiling)
+            return
         if child.returncode != 0:
             log.warning("the compile helper process failed (exit %d): %s; compiling here "
                         "instead", child.returncode, " | ".join(lines))
+
+    def stop_compiling(self) -> None:
+        """Ends the compile helper process if it still runs (nothing is cached)."""
+        helper = self._helper
+        if helper is not None and helper.poll() is None:
+            helper.terminate()
+            log.info("stopped the compile helper process (pid %d)", helper.pid)
 
     def device_memory_bytes(self) -> int | None:
         device = self.unit.device
