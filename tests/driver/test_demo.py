@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -20,7 +22,24 @@ def test_demo_runs_a_few_steps(tmp_path, engine, mode):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "done: 5 steps" in result.stdout
-    assert "exiting" in (tmp_path / "run" / "serve.log").read_text()
+    log = (tmp_path / "run" / "serve.log").read_text()
+    assert "exiting" in log
+    if mode == "turbo" and "left unfinished" in log:  # cold cache: the helper compiled
+        helper = re.search(r"compiling the model in a helper process \(pid (\d+)", log)
+        assert helper and f"stopped the compile helper process (pid {helper[1]})" in log, log
+        assert _gone(int(helper[1]))
+
+
+def _gone(pid: int, timeout_s: float = 10.0) -> bool:
+    """Whether process ``pid`` has ended (its parent, the driver, has exited)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def demo(tmp_path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
