@@ -2,8 +2,9 @@
 structures per ``predict`` call, the bundled demo model (or ``--checkpoint``),
 energy + forces + stress.
 
-Each round calls every batch size once, in turn, so load from other processes
-hits them alike; medians over the rounds. ``--compare-routing`` also runs every
+Each round calls every batch size in turn, so load from other processes hits
+them alike; each timed call follows an untimed one of the same size, as in an MD
+run, where every step has the same size; medians over the rounds. ``--compare-routing`` also runs every
 size with the routed experts of the systems of a batch mixed one system at a
 time (the code before ``ExpertRouting.grouped``), alternating with the current
 path. The process keeps freed memory for reuse as ``umadrive serve`` does
@@ -75,6 +76,8 @@ def main() -> None:
             for n in sizes:
                 for variant in variants:
                     mole.ExpertRouting.grouped = GROUPED if variant == "grouped" else per_system
+                    # as in MD, the call before has the same size (its memory is reused)
+                    unit.predict(systems(n, 1000 * round_ + n + 500))
                     batch = systems(n, 1000 * round_ + n)
                     start = time.perf_counter()
                     unit.predict(batch)
