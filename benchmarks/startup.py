@@ -15,7 +15,10 @@ seconds from the process launch (imports included); one torch thread.
 * warm: the cache the cold run filled (the precompiled model is loaded).
 
 ``--checkpoint`` takes any UMA checkpoint (path or name), e.g. a UMA-S-sized
-one. Prints a markdown table (with the load average before and after the runs)
+one. ``--oracle-python`` adds the anchor: fairchem-core's ``high-precision``
+preset (merged, compiled; run in the oracle venv) on the same checkpoint and
+structure in a fresh process, one thread: when it has loaded, its first answer
+(the compile) and its second. Prints a markdown table (with the load average before and after the runs)
 and writes ``benchmarks/out/startup.json``.
 """
 
@@ -68,6 +71,48 @@ def child(model: str, mode: str, steps_after: int, launched: float) -> None:
               error=None if warm_up.error is None else str(warm_up.error))
 
 
+FAIRCHEM_CHILD = r"""
+import json, sys, time
+launched = float(sys.argv[3])
+import torch
+from ase.io import read
+from fairchem.core.datasets.atomic_data import AtomicData, atomicdata_list_to_batch
+from fairchem.core.units.mlip_unit.api.inference import NAME_TO_INFERENCE_SETTING
+from fairchem.core.units.mlip_unit.predict import MLIPPredictUnit
+torch.set_num_threads(1)
+unit = MLIPPredictUnit(sys.argv[1], device="cpu",
+                       inference_settings=NAME_TO_INFERENCE_SETTING["high-precision"])
+loaded = time.time() - launched
+atoms = read(sys.argv[2])
+times = []
+for _ in range(2):
+    start = time.perf_counter()
+    data = AtomicData.from_ase(atoms, task_name="omat", r_edges=False,
+                               r_data_keys=["charge", "spin"])
+    unit.predict(atomicdata_list_to_batch([data]))
+    times.append((time.time() - launched, time.perf_counter() - start))
+print(json.dumps({"loaded": loaded, "answers": times}))
+"""
+
+
+def measure_fairchem(oracle_python: str, model: str, folder: Path) -> dict:
+    """fairchem's high-precision preset: load, first answer (its compile), second."""
+    structure = folder / "cu3au.extxyz"
+    cu3au((3, 3, 3)).write(structure)
+    launched = time.time()
+    out = subprocess.run([oracle_python, "-c", FAIRCHEM_CHILD, model, str(structure),
+                          repr(launched)], env=one_thread_env(), capture_output=True, text=True,
+                         check=True)
+    record = json.loads(out.stdout.strip().splitlines()[-1])
+    (first_t, first_s), (second_t, second_s) = record["answers"]
+    return {"mode": "fairchem high-precision", "start": "own caches", "loaded_s": record["loaded"],
+            "first_answer_s": first_t, "first_answer_after_load_s": first_t - record["loaded"],
+            "full_speed_s": second_t - second_s,
+            "full_speed_after_load_s": second_t - second_s - record["loaded"],
+            "uncompiled_step_s": None, "full_speed_step_s": second_s, "uncompiled_steps": 0,
+            "compile_s": first_s, "cache_hit": None}
+
+
 def measure(model: str, mode: str, steps_after: int, cache: Path) -> dict:
     env = {key: value for key, value in one_thread_env().items()
            if key != "TORCHINDUCTOR_CACHE_DIR"}
@@ -104,6 +149,7 @@ def main() -> int:
     parser.add_argument("--checkpoint", "--model", dest="model", default=str(DEMO),
                         help="UMA checkpoint, path or name (default: the demo model)")
     parser.add_argument("--steps-after", type=int, default=5)
+    parser.add_argument("--oracle-python", help="fairchem-core's venv python: add its row")
     args = parser.parse_args()
     cache = Path(tempfile.mkdtemp(prefix="startup-cache-"))
     runs = [("default", "cold"), ("turbo", "cold"), ("turbo", "warm")]
@@ -114,6 +160,9 @@ def main() -> int:
                                                           cache)}
         results.append(result)
         print(json.dumps(result), flush=True)
+    if args.oracle_python:
+        results.append(measure_fairchem(args.oracle_python, args.model, cache))
+        print(json.dumps(results[-1]), flush=True)
 
     def s(value, digits=1):
         return "–" if value is None else f"{value:.{digits}f}"
