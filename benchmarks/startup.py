@@ -41,7 +41,7 @@ from common import ROOT, cu3au, one_thread_env, perturbed, write_results  # noqa
 DEMO = ROOT / "umadrive" / "data" / "demo" / "uma-demo.pt"
 
 
-def child(model: str, mode: str, steps_after: int, launched: float) -> None:
+def child(model: str, mode: str, steps_after: int, launched: float, task: str | None) -> None:
     """Runs in the measured process; prints one JSON line per event."""
     def event(name: str, **fields) -> None:
         print(json.dumps({"event": name, "t": time.time() - launched, **fields}), flush=True)
@@ -53,7 +53,7 @@ def child(model: str, mode: str, steps_after: int, launched: float) -> None:
     keep_inductor_kernels()
 
     atoms = cu3au((3, 3, 3))
-    backend = UmaBackend.load(model, atoms, UmaOptions(mode=mode))
+    backend = UmaBackend.load(model, atoms, UmaOptions(mode=mode, task=task))
     event("loaded")
     warm_up = backend.warm_up(background=True) if backend.compiles else None
     compiled_steps = 0
@@ -87,7 +87,7 @@ atoms = read(sys.argv[2])
 times = []
 for _ in range(2):
     start = time.perf_counter()
-    data = AtomicData.from_ase(atoms, task_name="omat", r_edges=False,
+    data = AtomicData.from_ase(atoms, task_name=sys.argv[4], r_edges=False,
                                r_data_keys=["charge", "spin"])
     unit.predict(atomicdata_list_to_batch([data]))
     times.append((time.time() - launched, time.perf_counter() - start))
@@ -95,13 +95,13 @@ print(json.dumps({"loaded": loaded, "answers": times}))
 """
 
 
-def measure_fairchem(oracle_python: str, model: str, folder: Path) -> dict:
+def measure_fairchem(oracle_python: str, model: str, folder: Path, task: str) -> dict:
     """fairchem's high-precision preset: load, first answer (its compile), second."""
     structure = folder / "cu3au.extxyz"
     cu3au((3, 3, 3)).write(structure)
     launched = time.time()
     out = subprocess.run([oracle_python, "-c", FAIRCHEM_CHILD, model, str(structure),
-                          repr(launched)], env=one_thread_env(), capture_output=True, text=True,
+                          repr(launched), task], env=one_thread_env(), capture_output=True, text=True,
                          check=True)
     record = json.loads(out.stdout.strip().splitlines()[-1])
     (first_t, first_s), (second_t, second_s) = record["answers"]
@@ -113,13 +113,14 @@ def measure_fairchem(oracle_python: str, model: str, folder: Path) -> dict:
             "compile_s": first_s, "cache_hit": None}
 
 
-def measure(model: str, mode: str, steps_after: int, cache: Path) -> dict:
+def measure(model: str, mode: str, steps_after: int, cache: Path, task: str | None) -> dict:
     env = {key: value for key, value in one_thread_env().items()
            if key != "TORCHINDUCTOR_CACHE_DIR"}
     env["UMADRIVE_CACHE"] = str(cache)
     launched = time.time()
     out = subprocess.run([sys.executable, __file__, "--child", model, mode, str(steps_after),
-                          repr(launched)], env=env, capture_output=True, text=True, check=True)
+                          repr(launched), task or ""], env=env, capture_output=True, text=True,
+                         check=True)
     events = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     answers = [e for e in events if e["event"] == "answer"]
     loaded = next(e["t"] for e in events if e["event"] == "loaded")
@@ -142,14 +143,16 @@ def measure(model: str, mode: str, steps_after: int, cache: Path) -> dict:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        model, mode, steps_after, launched = sys.argv[2:6]
-        child(model, mode, int(steps_after), float(launched))
+        model, mode, steps_after, launched, task = sys.argv[2:7]
+        child(model, mode, int(steps_after), float(launched), task or None)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", "--model", dest="model", default=str(DEMO),
                         help="UMA checkpoint, path or name (default: the demo model)")
     parser.add_argument("--steps-after", type=int, default=5)
     parser.add_argument("--oracle-python", help="fairchem-core's venv python: add its row")
+    parser.add_argument("--task", help="the model's task, when it has several (default: its "
+                                       "only one; fairchem's row: omat)")
     args = parser.parse_args()
     cache = Path(tempfile.mkdtemp(prefix="startup-cache-"))
     runs = [("default", "cold"), ("turbo", "cold"), ("turbo", "warm")]
@@ -157,11 +160,12 @@ def main() -> int:
     results = []
     for mode, start in runs:
         result = {"mode": mode, "start": start, **measure(args.model, mode, args.steps_after,
-                                                          cache)}
+                                                          cache, args.task)}
         results.append(result)
         print(json.dumps(result), flush=True)
     if args.oracle_python:
-        results.append(measure_fairchem(args.oracle_python, args.model, cache))
+        results.append(measure_fairchem(args.oracle_python, args.model, cache,
+                                        args.task or "omat"))
         print(json.dumps(results[-1]), flush=True)
 
     def s(value, digits=1):
