@@ -70,7 +70,7 @@ PAIRS = {
 }
 CHECKPOINTS = {"1.1": Path("/tmp/uma-s-random.pt"), "1.2.1": Path("/tmp/uma-s-1p2p1-random.pt")}
 #: glibc's malloc thresholds as :func:`umadrive.process_memory.keep_freed_memory` sets them
-KEEP_FREED = {"MALLOC_MMAP_THRESHOLD_": str(2**31 - 1), "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
+KEEP_FREED = {"MALLOC_MMAP_THRESHOLD_": str(2**31 - 1), "MALLOC_TRIM_THRESHOLD_": str(2**64 - 1)}
 
 ORACLE_WORKER = r"""
 import json, sys, time
