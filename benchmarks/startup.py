@@ -49,8 +49,10 @@ def child(model: str, mode: str, steps_after: int, launched: float, task: str | 
     from umadrive.commands.compile import keep_inductor_kernels
     from umadrive.driver.backends import UmaOptions
     from umadrive.driver.backends.uma import UmaBackend
+    from umadrive.process_memory import keep_freed_memory
 
     keep_inductor_kernels()
+    keep_freed_memory()  # as umadrive serve does
 
     atoms = cu3au((3, 3, 3))
     backend = UmaBackend.load(model, atoms, UmaOptions(mode=mode, task=task))
