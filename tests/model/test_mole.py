@@ -72,3 +72,15 @@ def test_a_routed_mixture_is_reused_until_coefficients_or_weights_change():
     assert torch.allclose(again, 2 * first, atol=1e-13)
     trainable = _layer()  # weights needing gradients: mixed every time, never kept
     assert trainable.mixed_weights(alpha) is not trainable.mixed_weights(alpha)
+
+
+def test_a_merged_weight_is_its_own_tensor_not_the_kept_mixture():
+    """Changing the merged weight in place (as a test of the merged check does)
+    must not change what routed calls use."""
+    layer = _layer().requires_grad_(False)
+    alpha = torch.softmax(torch.randn(1, 4, dtype=torch.float64), dim=1)
+    routed = layer.mixed_weights(alpha).clone()
+    layer.merge(alpha[0])
+    with torch.no_grad():
+        layer.merged.mul_(2)
+    assert torch.equal(layer.mixed_weights(alpha), routed)

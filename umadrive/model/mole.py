@@ -96,8 +96,9 @@ class MixtureOfLinearExperts(nn.Module):
         self._last_mixture: tuple[torch.Tensor, int, torch.Tensor] | None = None
 
     def merged_weight(self, coefficients: torch.Tensor) -> torch.Tensor:
-        """(out, in) weight of the mixture with ``coefficients`` (n_experts,)."""
-        return self.mixed_weights(coefficients[None])[0]
+        """(out, in) weight of the mixture with ``coefficients`` (n_experts,); a new
+        tensor, never the routed calls' kept mixture."""
+        return self._mix(coefficients[None])[0]
 
     def mixed_weights(self, coefficients: torch.Tensor) -> torch.Tensor:
         """(B, out, in) weights of the mixtures with ``coefficients`` (B, n_experts);
