@@ -77,48 +77,15 @@ def test_a_budget_without_checkpointing_is_refused():
                          inference_settings=InferenceSettings(activation_checkpointing=False))
 
 
-_PEAK_PROBE = r"""
-import json, sys
-from pathlib import Path
-import numpy as np, torch
-from umadrive import crystals
-from umadrive.model import InferenceSettings, System, get_predict_unit
-from umadrive.model.activation_memory import bytes_per_edge
-from umadrive.structure import Structure
-
-def vm(field):
-    line = next(l for l in Path("/proc/self/status").read_text().splitlines()
-                if l.startswith(field + ":"))
-    return int(line.split()[1]) * 1024
-
-unit = get_predict_unit(sys.argv[1], inference_settings=InferenceSettings(
-    activation_checkpointing=False))
-atoms = crystals.cu3au((8, 8, 8))
-rng = np.random.default_rng(0)
-def system():
-    positions = atoms.positions + rng.normal(0, 0.02, atoms.positions.shape)
-    return System(atoms.numbers, Structure(positions=positions, cell=atoms.cell.array,
-                                           pbc=atoms.pbc), unit.datasets[0], 0, 0)
-unit.predict([system()])
-step = system()
-Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM
-before = vm("VmRSS")
-unit.predict([step])
-edges = int(unit.graph(unit.batch([step])).edge_index.shape[1])
-print(json.dumps({"measured": vm("VmHWM") - before, "edges": edges,
-                  "estimate": edges * bytes_per_edge(unit.model.backbone.config,
-                                                     torch.float32)}))
-"""
-
-
 @pytest.mark.parametrize("model", ["umadrive/data/demo/uma-demo.pt", "tests/data/uma_s1p1.pt"])
 def test_the_estimate_bounds_the_measured_peak_of_a_step(model):
     """2,048 atoms in a fresh process, no checkpointing: the step's resident-memory
     peak above the level before it is at most the estimate (and not far below it:
     an estimate ten times too large would checkpoint steps that fit)."""
-    done = subprocess.run([sys.executable, "-c", _PEAK_PROBE, str(ROOT / model)],
-                          capture_output=True, text=True, env={**checkout_environment(), "OMP_NUM_THREADS": "1"}, timeout=600)
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "activation_memory.py"),
+                           "--child", str(ROOT / model), "8", ""], capture_output=True, text=True,
+                          env={**checkout_environment(), "OMP_NUM_THREADS": "1"}, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     probe = json.loads(done.stdout.strip().splitlines()[-1])
     assert probe["edges"] > 80_000
-    assert probe["estimate"] / 4 <= probe["measured"] <= probe["estimate"], probe
+    assert probe["estimate_bytes"] / 4 <= probe["measured_bytes"] <= probe["estimate_bytes"], probe
