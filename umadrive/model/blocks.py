@@ -10,6 +10,8 @@ parameter names of UMA checkpoints, so their state dicts load as they are.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -38,6 +40,38 @@ class RadialMLP(nn.Module):
 def degree_index(lmax: int) -> torch.Tensor:
     """(lmax+1)**2 long: the degree l of each l-major node coefficient."""
     return torch.tensor([l for l in range(lmax + 1) for _ in range(2 * l + 1)])
+
+
+class _GatherPairs(torch.autograd.Function):
+    """``[x[source], x[centre]]`` along the channels, with a backward pass that sums
+    each half's gradient onto the atoms from a contiguous copy: autograd's own
+    backward of the concatenation hands each gather a strided half, which the CPU
+    scatter then adds an element at a time, ten times slower."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, source: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+        return torch.cat((x.index_select(0, source), x.index_select(0, centre)), dim=2)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, source, centre = inputs
+        ctx.save_for_backward(source, centre)
+        ctx.num_atoms = x.shape[0]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        source, centre = ctx.saved_tensors
+        channels = grad.shape[2] // 2
+        grad_x = grad.new_zeros((ctx.num_atoms, grad.shape[1], channels))
+        grad_x = grad_x.index_add(0, source, grad[..., :channels].contiguous())
+        return grad_x.index_add(0, centre, grad[..., channels:].contiguous()), None, None
+
+
+def gather_pairs(x: torch.Tensor, source: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """(E, K, 2C): each edge's source then centre features, from node features x (N, K, C)."""
+    if torch.compiler.is_compiling():  # inductor fuses the gathers into their consumer
+        return torch.cat((x.index_select(0, source), x.index_select(0, centre)), dim=2)
+    return _GatherPairs.apply(x, source, centre)
 
 
 class EquivariantRMSNorm(nn.Module):
@@ -139,12 +173,18 @@ class SO2Convolution(nn.Module):
         else:
             self.rad_func = None
 
-    def forward(self, x: torch.Tensor, routing: ExpertRouting | None,
+    def forward(self, groups: Sequence[torch.Tensor], routing: ExpertRouting | None,
                 edge_scalars: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x: (E, n_edge, C_in) -> ((E, n_edge, C_out), gates (E, gate_channels) or None)."""
-        num_edges = x.shape[0]
-        groups = x.split(self.layout.m_groups, dim=1)
+                ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """groups: the m = 0, (+-1), (+-2), ... groups of the edge features,
+        (E, m_groups[m], C_in) each -> (the same groups with C_out channels, gates
+        (E, gate_channels) or None).
+
+        Groups in and out rather than one (E, n_edge, C) tensor: the gate between
+        the two convolutions of :class:`Edgewise` works per group, and the
+        concatenations and splits in between would each copy every edge feature
+        in the forward and the backward pass."""
+        num_edges = groups[0].shape[0]
         radial = None
         if self.rad_func is not None:
             radial = self.rad_func(edge_scalars).split(self.radial_split, dim=1)
@@ -162,7 +202,7 @@ class SO2Convolution(nn.Module):
             if radial is not None:
                 xm = xm * radial[m][:, None, :]
             out.append(conv(xm.reshape(num_edges, 2 * self.radial_split[m]), routing))
-        return torch.cat(out, dim=1), gates
+        return out, gates
 
 
 class Edgewise(nn.Module):
@@ -189,10 +229,7 @@ class Edgewise(nn.Module):
                                          num_experts, radial_widths=radial_widths,
                                          gate_channels=layout.lmax * hidden_channels)
         self.so2_conv_2 = SO2Convolution(layout, hidden_channels, sphere_channels, num_experts)
-        # gate g[l-1] for each edge coefficient of degree l >= 1
-        self.register_buffer("gate_index",
-                             torch.tensor([l - 1 for l in layout.degree_of_edge_coefficients()[1:]]),
-                             persistent=False)
+        self.layout = layout
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_scalars: torch.Tensor,
                 wigner: torch.Tensor, wigner_inv_envelope: torch.Tensor,
@@ -219,14 +256,25 @@ class Edgewise(nn.Module):
                  routing: ExpertRouting | None) -> torch.Tensor:
         """(E, (lmax+1)**2, C): each edge's message in the centre's frame, not yet summed."""
         source, centre = edge_index
-        pairs = torch.cat((x.index_select(0, source), x.index_select(0, centre)), dim=2)
-        message = torch.bmm(wigner, pairs)
-        message, gates = self.so2_conv_1(message, routing, edge_scalars)
+        pairs = gather_pairs(x, source, centre)
+        rotated = torch.bmm(wigner, pairs).split(self.layout.m_groups, dim=1)
+        groups, gates = self.so2_conv_1(rotated, routing, edge_scalars)
         gates = torch.sigmoid(gates).view(gates.shape[0], self.lmax, self.hidden_channels)
-        message = torch.cat((F.silu(message[:, :1]), message[:, 1:] * gates[:, self.gate_index]),
-                            dim=1)
-        message, _ = self.so2_conv_2(message, routing)
-        return torch.bmm(wigner_inv_envelope, message)
+        groups = self.gate(groups, gates)
+        groups, _ = self.so2_conv_2(groups, routing)
+        return torch.bmm(wigner_inv_envelope, torch.cat(groups, dim=1))
+
+    def gate(self, groups: list[torch.Tensor], gates: torch.Tensor) -> list[torch.Tensor]:
+        """SiLU on l = 0, the gate g[l-1] (E, lmax, H) on every coefficient of degree
+        l >= 1, group by group: m = 0 holds l = 0..lmax, the +-m groups l = m..lmax
+        twice. (A gather of the gates to all coefficients instead costs an
+        accumulating scatter in the backward pass, the slowest step of a CPU call.)"""
+        m0 = groups[0]
+        gated = [torch.cat((F.silu(m0[:, :1]), m0[:, 1:] * gates), dim=1)]
+        for m, group in enumerate(groups[1:], start=1):
+            pair = group.view(group.shape[0], 2, self.lmax + 1 - m, self.hidden_channels)
+            gated.append((pair * gates[:, None, m - 1:]).view(group.shape))
+        return gated
 
 
 class SpectralFeedForward(nn.Module):
@@ -244,7 +292,8 @@ class SpectralFeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gates = torch.sigmoid(self.scalar_mlp(x[:, 0])).view(x.shape[0], -1, self.hidden_channels)
         y = self.so3_linear_1(x)
-        y = torch.cat((F.silu(y[:, :1]), y[:, 1:] * gates[:, self.gate_index]), dim=1)
+        y = torch.cat((F.silu(y[:, :1]), y[:, 1:] * gates.index_select(1, self.gate_index)),
+                      dim=1)
         return self.so3_linear_2(y)
 
 
