@@ -8,7 +8,8 @@ compile (turbo; kernels from and into the cache under ``$UMADRIVE_CACHE``),
 then answer MD-like steps (108-atom Cu₃Au, positions rattled each step) one
 after another as an engine would, until ``--steps-after`` steps after the
 switch to compiled answers (default mode: that many steps). Times are wall
-seconds from the process launch (imports included); one torch thread.
+seconds from the process launch (imports included); one torch thread, or
+``--threads N`` (both sides).
 
 * cold: an empty ``$UMADRIVE_CACHE`` (umadrive's kernel entries and, as
   ``umadrive serve`` sets it, inductor's folder): everything is compiled.
@@ -17,7 +18,7 @@ seconds from the process launch (imports included); one torch thread.
 ``--checkpoint`` takes any UMA checkpoint (path or name), e.g. a UMA-S-sized
 one. ``--oracle-python`` adds the anchor: fairchem-core's ``high-precision``
 preset (merged, compiled; run in the oracle venv) on the same checkpoint and
-structure in a fresh process, one thread: when it has loaded, its first answer
+structure in a fresh process, on the same threads: when it has loaded, its first answer
 (the compile) and its second. Prints a markdown table (with the load average before and after the runs)
 and writes ``benchmarks/out/startup.json``.
 """
@@ -81,7 +82,7 @@ from ase.io import read
 from fairchem.core.datasets.atomic_data import AtomicData, atomicdata_list_to_batch
 from fairchem.core.units.mlip_unit.api.inference import NAME_TO_INFERENCE_SETTING
 from fairchem.core.units.mlip_unit.predict import MLIPPredictUnit
-torch.set_num_threads(1)
+torch.set_num_threads(int(sys.argv[5]))
 unit = MLIPPredictUnit(sys.argv[1], device="cpu",
                        inference_settings=NAME_TO_INFERENCE_SETTING["high-precision"])
 loaded = time.time() - launched
@@ -97,14 +98,15 @@ print(json.dumps({"loaded": loaded, "answers": times}))
 """
 
 
-def measure_fairchem(oracle_python: str, model: str, folder: Path, task: str) -> dict:
+def measure_fairchem(oracle_python: str, model: str, folder: Path, task: str,
+                     threads: int) -> dict:
     """fairchem's high-precision preset: load, first answer (its compile), second."""
     structure = folder / "cu3au.extxyz"
     cu3au((3, 3, 3)).write(structure)
     launched = time.time()
     out = subprocess.run([oracle_python, "-c", FAIRCHEM_CHILD, model, str(structure),
-                          repr(launched), task], env=one_thread_env(), capture_output=True, text=True,
-                         check=True)
+                          repr(launched), task, str(threads)], env=one_thread_env(threads),
+                         capture_output=True, text=True, check=True)
     record = json.loads(out.stdout.strip().splitlines()[-1])
     (first_t, first_s), (second_t, second_s) = record["answers"]
     return {"mode": "fairchem high-precision", "start": "own caches", "loaded_s": record["loaded"],
@@ -115,8 +117,9 @@ def measure_fairchem(oracle_python: str, model: str, folder: Path, task: str) ->
             "compile_s": first_s, "cache_hit": None}
 
 
-def measure(model: str, mode: str, steps_after: int, cache: Path, task: str | None) -> dict:
-    env = {key: value for key, value in one_thread_env().items()
+def measure(model: str, mode: str, steps_after: int, cache: Path, task: str | None,
+            threads: int) -> dict:
+    env = {key: value for key, value in one_thread_env(threads).items()
            if key != "TORCHINDUCTOR_CACHE_DIR"}
     env["UMADRIVE_CACHE"] = str(cache)
     launched = time.time()
@@ -155,6 +158,8 @@ def main() -> int:
     parser.add_argument("--oracle-python", help="fairchem-core's venv python: add its row")
     parser.add_argument("--task", help="the model's task, when it has several (default: its "
                                        "only one; fairchem's row: omat)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of both sides (default %(default)s)")
     args = parser.parse_args()
     cache = Path(tempfile.mkdtemp(prefix="startup-cache-"))
     runs = [("default", "cold"), ("turbo", "cold"), ("turbo", "warm")]
@@ -162,12 +167,12 @@ def main() -> int:
     results = []
     for mode, start in runs:
         result = {"mode": mode, "start": start, **measure(args.model, mode, args.steps_after,
-                                                          cache, args.task)}
+                                                          cache, args.task, args.threads)}
         results.append(result)
         print(json.dumps(result), flush=True)
     if args.oracle_python:
         results.append(measure_fairchem(args.oracle_python, args.model, cache,
-                                        args.task or "omat"))
+                                        args.task or "omat", args.threads))
         print(json.dumps(results[-1]), flush=True)
 
     def s(value, digits=1):
@@ -184,8 +189,10 @@ def main() -> int:
             f"{s(r['uncompiled_step_s'], 3)} | {s(r['full_speed_step_s'], 3)} | "
             f"{s(r['compile_s'])} |")
     load_after = os.getloadavg()
-    table.append(f"\nload average (1, 5, 15 min) before: {load_before}, after: {load_after}")
-    write_results("startup", table, {"model": args.model, "load_average_before": load_before,
+    table.append(f"\n{args.threads} torch thread(s); load average (1, 5, 15 min) before: "
+                 f"{load_before}, after: {load_after}")
+    write_results("startup", table, {"model": args.model, "threads": args.threads,
+                                     "load_average_before": load_before,
                                      "load_average_after": load_after, "runs": results})
     return 0
 

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from umadrive.model.edge_ops import gather_pairs, sum_onto_centres
 from umadrive.model.mole import ExpertRouting, MixtureOfLinearExperts, linear_per_system
 from umadrive.model.so3 import CoefficientLayout
 
@@ -40,38 +41,6 @@ class RadialMLP(nn.Module):
 def degree_index(lmax: int) -> torch.Tensor:
     """(lmax+1)**2 long: the degree l of each l-major node coefficient."""
     return torch.tensor([l for l in range(lmax + 1) for _ in range(2 * l + 1)])
-
-
-class _GatherPairs(torch.autograd.Function):
-    """``[x[source], x[centre]]`` along the channels, with a backward pass that sums
-    each half's gradient onto the atoms from a contiguous copy: autograd's own
-    backward of the concatenation hands each gather a strided half, which the CPU
-    scatter then adds an element at a time, ten times slower."""
-
-    @staticmethod
-    def forward(x: torch.Tensor, source: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-        return torch.cat((x.index_select(0, source), x.index_select(0, centre)), dim=2)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        x, source, centre = inputs
-        ctx.save_for_backward(source, centre)
-        ctx.num_atoms = x.shape[0]
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        source, centre = ctx.saved_tensors
-        channels = grad.shape[2] // 2
-        grad_x = grad.new_zeros((ctx.num_atoms, grad.shape[1], channels))
-        grad_x = grad_x.index_add(0, source, grad[..., :channels].contiguous())
-        return grad_x.index_add(0, centre, grad[..., channels:].contiguous()), None, None
-
-
-def gather_pairs(x: torch.Tensor, source: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-    """(E, K, 2C): each edge's source then centre features, from node features x (N, K, C)."""
-    if torch.compiler.is_compiling():  # inductor fuses the gathers into their consumer
-        return torch.cat((x.index_select(0, source), x.index_select(0, centre)), dim=2)
-    return _GatherPairs.apply(x, source, centre)
 
 
 class EquivariantRMSNorm(nn.Module):
@@ -238,7 +207,7 @@ class Edgewise(nn.Module):
         if chunk is None or not torch.is_grad_enabled():
             messages = self.messages(x, edge_index, edge_scalars, wigner, wigner_inv_envelope,
                                      routing)
-            return torch.zeros_like(x).index_add(0, edge_index[1], messages)
+            return sum_onto_centres(messages, edge_index[1], x.shape[0])
         out = torch.zeros_like(x)
         # split(), not index arithmetic: under torch.compile the edge count stays symbolic
         pieces = zip(edge_index.split(chunk, dim=1), edge_scalars.split(chunk),
@@ -248,7 +217,7 @@ class Edgewise(nn.Module):
                                                              index * chunk + edges.shape[1])
             messages = checkpoint(self.messages, x, edges, scalars, rotation, inverse, part,
                                   use_reentrant=False)
-            out = out.index_add(0, edges[1], messages)
+            out = out + sum_onto_centres(messages, edges[1], x.shape[0])
         return out
 
     def messages(self, x: torch.Tensor, edge_index: torch.Tensor, edge_scalars: torch.Tensor,
