@@ -19,87 +19,127 @@ gathers hands each gather's backward a strided half of the gradient, which
 ``index_add`` then adds an element at a time (25 ms, against 2 ms from a
 contiguous copy, for UMA-S's 8,424 edges × 9 × 128 features); and inductor turns
 every sum onto atoms into an atomic-add loop over all edge features. These
-operators copy each half once and add whole rows; ``torch.compile`` calls them
-as they are.
+functions copy each half once and add whole rows. Under ``torch.compile`` they
+are the operators ``torch.ops.umadrive.*``, which inductor calls as they are;
+outside it, plain autograd functions of the same code (a custom operator's first
+call imports torch's compiler, 2.6 s, which a first answer must not wait for).
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["gather_pairs", "sum_onto_centres"]
+__all__ = ["gather_pairs", "sum_onto_centres", "sum_pairs_onto_atoms"]
 
 
-@torch.library.custom_op("umadrive::gather_pairs", mutates_args=())
-def gather_pairs(x: torch.Tensor, source: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-    """(E, K, 2C): ``[x[source], x[centre]]`` along the channels, x (N, K, C)."""
+def _gather_pairs(x: torch.Tensor, source: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
     return torch.cat((x.index_select(0, source), x.index_select(0, centre)), dim=2)
 
 
-@gather_pairs.register_fake
-def _(x: torch.Tensor, source: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-    return x.new_empty((source.shape[0], x.shape[1], 2 * x.shape[2]))
-
-
-@torch.library.custom_op("umadrive::sum_pairs_onto_atoms", mutates_args=())
-def sum_pairs_onto_atoms(pairs: torch.Tensor, source: torch.Tensor, centre: torch.Tensor,
-                         num_atoms: int) -> torch.Tensor:
-    """(N, K, C): the first half of the channels of ``pairs`` (E, K, 2C) summed onto
-    their source atoms plus the second half onto their centres (the adjoint of
-    :func:`gather_pairs`)."""
+def _sum_pairs_onto_atoms(pairs: torch.Tensor, source: torch.Tensor, centre: torch.Tensor,
+                          num_atoms: int) -> torch.Tensor:
     channels = pairs.shape[2] // 2
     out = pairs.new_zeros((num_atoms, pairs.shape[1], channels))
     out.index_add_(0, source, pairs[..., :channels].contiguous())
     return out.index_add_(0, centre, pairs[..., channels:].contiguous())
 
 
-@sum_pairs_onto_atoms.register_fake
-def _(pairs: torch.Tensor, source: torch.Tensor, centre: torch.Tensor,
-      num_atoms: int) -> torch.Tensor:
-    return pairs.new_empty((num_atoms, pairs.shape[1], pairs.shape[2] // 2))
-
-
-@torch.library.custom_op("umadrive::sum_onto_centres", mutates_args=())
-def sum_onto_centres(messages: torch.Tensor, centre: torch.Tensor,
-                     num_atoms: int) -> torch.Tensor:
-    """(N, K, C): the sum of the messages (E, K, C) of each centre's edges."""
+def _sum_onto_centres(messages: torch.Tensor, centre: torch.Tensor,
+                      num_atoms: int) -> torch.Tensor:
     out = messages.new_zeros((num_atoms, *messages.shape[1:]))
     return out.index_add_(0, centre, messages.contiguous())
 
 
-@sum_onto_centres.register_fake
-def _(messages: torch.Tensor, centre: torch.Tensor, num_atoms: int) -> torch.Tensor:
-    return messages.new_empty((num_atoms, *messages.shape[1:]))
+def gather_pairs(x: torch.Tensor, source: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """(E, K, 2C): ``[x[source], x[centre]]`` along the channels, x (N, K, C)."""
+    if torch.compiler.is_compiling():
+        return torch.ops.umadrive.gather_pairs(x, source, centre)
+    return _GatherPairs.apply(x, source, centre)
 
 
-def _save_ends(ctx, inputs, output) -> None:
-    ctx.save_for_backward(inputs[1], inputs[2])
-    ctx.num_atoms = inputs[0].shape[0]
+def sum_pairs_onto_atoms(pairs: torch.Tensor, source: torch.Tensor, centre: torch.Tensor,
+                         num_atoms: int) -> torch.Tensor:
+    """(N, K, C): the first half of the channels of ``pairs`` (E, K, 2C) summed onto
+    their source atoms plus the second half onto their centres (the adjoint of
+    :func:`gather_pairs`)."""
+    if torch.compiler.is_compiling():
+        return torch.ops.umadrive.sum_pairs_onto_atoms(pairs, source, centre, num_atoms)
+    return _SumPairsOntoAtoms.apply(pairs, source, centre, num_atoms)
 
 
-def _gather_pairs_backward(ctx, grad: torch.Tensor):
-    source, centre = ctx.saved_tensors
-    return sum_pairs_onto_atoms(grad, source, centre, ctx.num_atoms), None, None
+def sum_onto_centres(messages: torch.Tensor, centre: torch.Tensor, num_atoms: int) -> torch.Tensor:
+    """(N, K, C): the sum of the messages (E, K, C) of each centre's edges."""
+    if torch.compiler.is_compiling():
+        return torch.ops.umadrive.sum_onto_centres(messages, centre, num_atoms)
+    return _SumOntoCentres.apply(messages, centre, num_atoms)
 
 
-def _save_pair_ends(ctx, inputs, output) -> None:
-    ctx.save_for_backward(inputs[1], inputs[2])
+# Eager: autograd functions whose backward passes call the public functions, so
+# that their graphs can be differentiated again.
+
+class _GatherPairs(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, source, centre):
+        ctx.save_for_backward(source, centre)
+        ctx.num_atoms = x.shape[0]
+        return _gather_pairs(x, source, centre)
+
+    @staticmethod
+    def backward(ctx, grad):
+        source, centre = ctx.saved_tensors
+        return sum_pairs_onto_atoms(grad, source, centre, ctx.num_atoms), None, None
 
 
-def _sum_pairs_backward(ctx, grad: torch.Tensor):
-    source, centre = ctx.saved_tensors
-    return gather_pairs(grad, source, centre), None, None, None
+class _SumPairsOntoAtoms(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pairs, source, centre, num_atoms):
+        ctx.save_for_backward(source, centre)
+        return _sum_pairs_onto_atoms(pairs, source, centre, num_atoms)
+
+    @staticmethod
+    def backward(ctx, grad):
+        source, centre = ctx.saved_tensors
+        return gather_pairs(grad, source, centre), None, None, None
 
 
-def _save_centre(ctx, inputs, output) -> None:
-    ctx.save_for_backward(inputs[1])
+class _SumOntoCentres(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, messages, centre, num_atoms):
+        ctx.save_for_backward(centre)
+        return _sum_onto_centres(messages, centre, num_atoms)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (centre,) = ctx.saved_tensors
+        return grad.index_select(0, centre), None, None
 
 
-def _sum_onto_centres_backward(ctx, grad: torch.Tensor):
-    (centre,) = ctx.saved_tensors
-    return grad.index_select(0, centre), None, None
+# Compiled: the same code as operators with fake (shape-only) implementations.
+
+def _register_operators() -> None:
+    library = "umadrive::"
+    gather = torch.library.custom_op(library + "gather_pairs", _gather_pairs, mutates_args=())
+    pair_sum = torch.library.custom_op(library + "sum_pairs_onto_atoms", _sum_pairs_onto_atoms,
+                                       mutates_args=())
+    centre_sum = torch.library.custom_op(library + "sum_onto_centres", _sum_onto_centres,
+                                         mutates_args=())
+    gather.register_fake(lambda x, source, centre:
+                         x.new_empty((source.shape[0], x.shape[1], 2 * x.shape[2])))
+    pair_sum.register_fake(lambda pairs, source, centre, num_atoms:
+                           pairs.new_empty((num_atoms, pairs.shape[1], pairs.shape[2] // 2)))
+    centre_sum.register_fake(lambda messages, centre, num_atoms:
+                             messages.new_empty((num_atoms, *messages.shape[1:])))
+
+    def save_ends(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[1], inputs[2])
+        ctx.num_atoms = inputs[0].shape[0]
+
+    def save_centre(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[1])
+
+    gather.register_autograd(_GatherPairs.backward, setup_context=save_ends)
+    pair_sum.register_autograd(_SumPairsOntoAtoms.backward, setup_context=save_ends)
+    centre_sum.register_autograd(_SumOntoCentres.backward, setup_context=save_centre)
 
 
-gather_pairs.register_autograd(_gather_pairs_backward, setup_context=_save_ends)
-sum_pairs_onto_atoms.register_autograd(_sum_pairs_backward, setup_context=_save_pair_ends)
-sum_onto_centres.register_autograd(_sum_onto_centres_backward, setup_context=_save_centre)
+_register_operators()
