@@ -13,7 +13,10 @@ seconds from the process launch (imports included); one torch thread, or
 
 * cold: an empty ``$UMADRIVE_CACHE`` (umadrive's kernel entries and, as
   ``umadrive serve`` sets it, inductor's folder): everything is compiled.
-* warm: the cache the cold run filled (the precompiled model is loaded).
+* warm: the cache the cold run filled (the precompiled model is loaded). A
+  cold run stopped by ``--max-steps`` before its compile finished (with all
+  cores answering, the nice-19 compile gets almost none) caches nothing; the
+  cache is then filled by ``umadrive compile`` first (its own row).
 
 ``--checkpoint`` takes any UMA checkpoint (path or name), e.g. a UMA-S-sized
 one. ``--oracle-python`` adds the anchor: fairchem-core's ``high-precision``
@@ -42,7 +45,8 @@ from common import ROOT, cu3au, one_thread_env, perturbed, write_results  # noqa
 DEMO = ROOT / "umadrive" / "data" / "demo" / "uma-demo.pt"
 
 
-def child(model: str, mode: str, steps_after: int, launched: float, task: str | None) -> None:
+def child(model: str, mode: str, steps_after: int, max_steps: int, launched: float,
+          task: str | None) -> None:
     """Runs in the measured process; prints one JSON line per event."""
     def event(name: str, **fields) -> None:
         print(json.dumps({"event": name, "t": time.time() - launched, **fields}), flush=True)
@@ -60,7 +64,7 @@ def child(model: str, mode: str, steps_after: int, launched: float, task: str | 
     event("loaded")
     warm_up = backend.warm_up(background=True) if backend.compiles else None
     compiled_steps = 0
-    for step, structure in enumerate(perturbed(atoms, 10_000)):
+    for step, structure in enumerate(perturbed(atoms, max_steps)):
         compiled = warm_up is not None and warm_up.done  # answered compiled from this call on
         start = time.perf_counter()
         backend.compute([structure])
@@ -69,7 +73,10 @@ def child(model: str, mode: str, steps_after: int, launched: float, task: str | 
         compiled_steps += compiled or warm_up is None
         if compiled_steps >= steps_after:
             break
-    if warm_up is not None:
+    if warm_up is not None and not warm_up.done:
+        backend.stop_compiling()
+        event("compile", seconds=None, cache_hit=None, error="not done within --max-steps")
+    elif warm_up is not None:
         event("compile", seconds=warm_up.seconds, cache_hit=warm_up.cache_hit,
               error=None if warm_up.error is None else str(warm_up.error))
 
@@ -117,39 +124,58 @@ def measure_fairchem(oracle_python: str, model: str, folder: Path, task: str,
             "compile_s": first_s, "cache_hit": None}
 
 
-def measure(model: str, mode: str, steps_after: int, cache: Path, task: str | None,
-            threads: int) -> dict:
+def measure(model: str, mode: str, steps_after: int, max_steps: int, cache: Path,
+            task: str | None, threads: int) -> dict:
     env = {key: value for key, value in one_thread_env(threads).items()
            if key != "TORCHINDUCTOR_CACHE_DIR"}
     env["UMADRIVE_CACHE"] = str(cache)
     launched = time.time()
     out = subprocess.run([sys.executable, __file__, "--child", model, mode, str(steps_after),
-                          repr(launched), task or ""], env=env, capture_output=True, text=True,
-                         check=True)
+                          str(max_steps), repr(launched), task or ""], env=env,
+                         capture_output=True, text=True, check=True)
     events = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     answers = [e for e in events if e["event"] == "answer"]
     loaded = next(e["t"] for e in events if e["event"] == "loaded")
-    full = next(e for e in answers if e["compiled"])
+    full = next((e for e in answers if e["compiled"]), None)
     compile_event = next((e for e in events if e["event"] == "compile"), None)
     uncompiled = [e["seconds"] for e in answers if not e["compiled"]]
     return {
         "loaded_s": loaded,
         "first_answer_s": answers[0]["t"],
         "first_answer_after_load_s": answers[0]["t"] - loaded,
-        "full_speed_s": full["t"] - full["seconds"],
-        "full_speed_after_load_s": full["t"] - full["seconds"] - loaded,
+        "full_speed_s": full and full["t"] - full["seconds"],
+        "full_speed_after_load_s": full and full["t"] - full["seconds"] - loaded,
         "uncompiled_step_s": statistics.median(uncompiled) if uncompiled else None,
-        "full_speed_step_s": statistics.median(e["seconds"] for e in answers if e["compiled"]),
+        "full_speed_step_s": full and statistics.median(e["seconds"] for e in answers
+                                                        if e["compiled"]),
         "uncompiled_steps": len(uncompiled),
         "compile_s": compile_event and compile_event["seconds"],
         "cache_hit": compile_event and compile_event["cache_hit"],
     }
 
 
+def compile_ahead(model: str, cache: Path, task: str | None, threads: int) -> dict:
+    """``umadrive compile`` into ``cache`` (what a cluster user runs before a job)."""
+    structure = cache / "cu3au.extxyz"
+    cu3au((3, 3, 3)).write(structure)
+    env = {key: value for key, value in one_thread_env(threads).items()
+           if key != "TORCHINDUCTOR_CACHE_DIR"}
+    env["UMADRIVE_CACHE"] = str(cache)
+    command = [sys.executable, "-m", "umadrive", "compile", "--model", model,
+               "--structure", str(structure)] + (["--task", task] if task else [])
+    start = time.perf_counter()
+    subprocess.run(command, env=env, check=True, capture_output=True)
+    return {"mode": "turbo", "start": "umadrive compile", "loaded_s": None,
+            "first_answer_s": None, "first_answer_after_load_s": None, "full_speed_s": None,
+            "full_speed_after_load_s": None, "uncompiled_step_s": None,
+            "full_speed_step_s": None, "uncompiled_steps": 0,
+            "compile_s": time.perf_counter() - start, "cache_hit": False}
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        model, mode, steps_after, launched, task = sys.argv[2:7]
-        child(model, mode, int(steps_after), float(launched), task or None)
+        model, mode, steps_after, max_steps, launched, task = sys.argv[2:8]
+        child(model, mode, int(steps_after), int(max_steps), float(launched), task or None)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", "--model", dest="model", default=str(DEMO),
@@ -158,6 +184,10 @@ def main() -> int:
     parser.add_argument("--oracle-python", help="fairchem-core's venv python: add its row")
     parser.add_argument("--task", help="the model's task, when it has several (default: its "
                                        "only one; fairchem's row: omat)")
+    parser.add_argument("--max-steps", type=int, default=10_000,
+                        help="steps after which a run stops even uncompiled (its compile "
+                             "then stopped and not cached: the warm row is prepared by "
+                             "`umadrive compile` instead)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of both sides (default %(default)s)")
     args = parser.parse_args()
@@ -166,8 +196,12 @@ def main() -> int:
     load_before = os.getloadavg()
     results = []
     for mode, start in runs:
-        result = {"mode": mode, "start": start, **measure(args.model, mode, args.steps_after,
-                                                          cache, args.task, args.threads)}
+        if start == "warm" and results[-1]["full_speed_s"] is None:
+            results.append(compile_ahead(args.model, cache, args.task, args.threads))
+            print(json.dumps(results[-1]), flush=True)
+        result = {"mode": mode, "start": start,
+                  **measure(args.model, mode, args.steps_after, args.max_steps, cache,
+                            args.task, args.threads)}
         results.append(result)
         print(json.dumps(result), flush=True)
     if args.oracle_python:
