@@ -9,6 +9,9 @@ sorted by centre).
   edge's source features then its centre's, along the channels.
 * :func:`sum_onto_centres` ``(messages (E, K, C), centre, N) -> (N, K, C)``: the
   sum of the messages of each centre's edges.
+* :func:`sum_pairs_onto_atoms` ``(pairs (E, K, 2C), source, centre, N) -> (N, K, C)``:
+  the first half of the channels summed onto the sources, the second onto the
+  centres.
 
 :func:`gather_pairs` and :func:`sum_pairs_onto_atoms` are each other's adjoint
 and backward pass; the backward of :func:`sum_onto_centres` is a gather. Double
@@ -16,13 +19,13 @@ backward works (training on forces).
 
 Why operators of their own, on a CPU: autograd's backward of a concatenation of
 gathers hands each gather's backward a strided half of the gradient, which
-``index_add`` then adds an element at a time (25 ms, against 2 ms from a
-contiguous copy, for UMA-S's 8,424 edges × 9 × 128 features); and inductor turns
+``index_add`` then adds an element at a time (several times slower than from a
+contiguous copy, on UMA-S's edge features); and inductor turns
 every sum onto atoms into an atomic-add loop over all edge features. These
 functions copy each half once and add whole rows. Under ``torch.compile`` they
 are the operators ``torch.ops.umadrive.*``, which inductor calls as they are;
 outside it, plain autograd functions of the same code (a custom operator's first
-call imports torch's compiler, 2.6 s, which a first answer must not wait for).
+call imports torch's compiler, seconds that a first answer must not wait for).
 """
 
 from __future__ import annotations
