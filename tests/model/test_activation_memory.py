@@ -89,3 +89,41 @@ def test_the_estimate_bounds_the_measured_peak_of_a_step(model):
     probe = json.loads(done.stdout.strip().splitlines()[-1])
     assert probe["edges"] > 80_000
     assert probe["estimate_bytes"] / 4 <= probe["measured_bytes"] <= probe["estimate_bytes"], probe
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_without_checkpointing_a_step_that_cannot_fit_is_chunked_uncompiled_with_a_warning(
+        compiled, monkeypatch, caplog):
+    """Turbo never recomputes, except that a step whose activations exceed all the
+    free memory would be killed by the out-of-memory killer: that step runs in
+    chunks, uncompiled (nothing is compiled for it), with the same answers and
+    one warning."""
+    from umadrive.model import activation_memory
+
+    cases = reference_cases("s1p1")
+    systems = [system for _, system, _ in cases]
+    settings = InferenceSettings(base_precision_dtype=F64, activation_checkpointing=False,
+                                 merge_mole=compiled, compile=compiled)
+    graphs = []
+
+    def counting_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    roomy = get_predict_unit(checkpoint_path("s1p1"),
+                             inference_settings=InferenceSettings(base_precision_dtype=F64))
+    edges = int(roomy.graph(roomy.batch(systems)).edge_index.shape[1])
+    per_edge = bytes_per_edge(roomy.model.backbone.config, F64)
+    monkeypatch.setattr(activation_memory, "free_memory", lambda device: edges * per_edge // 3)
+    cramped = get_predict_unit(checkpoint_path("s1p1"), inference_settings=settings,
+                               compile_backend=counting_backend)
+    with caplog.at_level("WARNING", logger="umadrive.model.predictor"):
+        for _ in range(2):
+            for (_, system, answer), prediction in zip(cases, cramped.predict(systems)):
+                assert_prediction_close(prediction, Prediction(**answer), tolerance(F64),
+                                        len(system.numbers))
+    assert cramped.stats.checkpointed_calls == 2
+    assert graphs == []
+    warnings = [r.getMessage() for r in caplog.records if "of activations" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert f"a step of {edges} edges" in warnings[0] and "fewer structures" in warnings[0]

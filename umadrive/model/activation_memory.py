@@ -15,6 +15,12 @@ recomputation; a larger one is split into chunks of as many edges as fit, each
 recomputed in the backward pass (about one more forward pass of the edge work).
 The budget is ``memory_budget`` bytes if given, else half the memory free when the
 unit is built (:func:`default_budget`).
+
+Without activation checkpointing (turbo) nothing is recomputed, with one
+exception: a step whose estimated activations exceed all the memory free when the
+unit was built (:func:`free_memory`) would be killed by the out-of-memory killer
+(or fail on a GPU), so it runs in chunks as above, with that memory as the budget,
+uncompiled, and with a warning. Slower, but the run goes on.
 """
 
 from __future__ import annotations
@@ -60,13 +66,18 @@ def checkpoint_chunk(edges: int, per_edge: int, budget: int) -> int | None:
 
 
 def default_budget(device: torch.device) -> int:
-    """Bytes: :data:`DEFAULT_BUDGET_FRACTION` of the memory free now on ``device``
-    (CUDA: the device's free memory; CPU: the system's available memory, from
-    ``/proc/meminfo`` where there is one, else its physical memory)."""
+    """Bytes: :data:`DEFAULT_BUDGET_FRACTION` of :func:`free_memory`."""
+    return int(DEFAULT_BUDGET_FRACTION * free_memory(device))
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free now on ``device`` (CUDA: the device's free memory; CPU: the
+    system's available memory, from ``/proc/meminfo`` where there is one, else its
+    physical memory)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return int(DEFAULT_BUDGET_FRACTION * free)
-    return int(DEFAULT_BUDGET_FRACTION * _available_system_memory())
+        return int(free)
+    return _available_system_memory()
 
 
 def _available_system_memory() -> int:

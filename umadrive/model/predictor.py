@@ -205,8 +205,12 @@ class PredictUnit:
         self.element_domain = element_domain or ElementDomain()
         self.stats = PredictStats()
         self.memory_budget: int | None = None
+        # without checkpointing: steps whose activations exceed this are chunked all the same
+        self._memory_guard: int | None = None
         if settings.activation_checkpointing:
             self.memory_budget = memory_budget or activation_memory.default_budget(device)
+        else:
+            self._memory_guard = activation_memory.free_memory(device)
         self._bytes_per_edge = activation_memory.bytes_per_edge(model.backbone.config,
                                                                 settings.base_precision_dtype)
         self._chunk: int | None = None
@@ -333,9 +337,10 @@ class PredictUnit:
                 "set external_graph_gen=True to supply graphs")
         else:
             _check_graph(graph, atoms)
-        self._plan_checkpointing(graph)
+        guarded = self._plan_checkpointing(graph)
         run = RunOptions(merged=self._merge_for(systems, atoms),
-                         message_passing=self._message_passing(), rotation=self._rotation)
+                         message_passing=None if guarded else self._message_passing(),
+                         rotation=self._rotation)
         with tf32_matmuls(self._tf32):
             outputs = self.model(atoms, graph, run=run)
         energy = outputs.energy.cpu().numpy()
@@ -437,13 +442,30 @@ class PredictUnit:
         return activation_memory.checkpoint_chunk(edges, self._bytes_per_edge,
                                                   self.memory_budget)
 
-    def _plan_checkpointing(self, graph: RadiusGraph) -> None:
-        chunk = self.checkpoint_chunk(int(graph.edge_index.shape[1]))
+    def _plan_checkpointing(self, graph: RadiusGraph) -> bool:
+        """Sets the model's checkpoint chunk for this step; True when the step is
+        chunked although checkpointing is off (its activations would not fit in
+        memory at all: see :mod:`umadrive.model.activation_memory`)."""
+        edges = int(graph.edge_index.shape[1])
+        chunk = self.checkpoint_chunk(edges)
+        guarded = False
+        if self._memory_guard is not None:
+            chunk = activation_memory.checkpoint_chunk(edges, self._bytes_per_edge,
+                                                       self._memory_guard)
+            guarded = chunk is not None
+            if guarded and chunk != self._chunk:
+                log.warning(
+                    "a step of %d edges needs about %.1f GB of activations, more than the "
+                    "%.1f GB free when the model was loaded: computed uncompiled in chunks of "
+                    "%d edges, recomputed in the backward pass (slower); send fewer "
+                    "structures per call, or use activation_checkpointing (default mode)",
+                    edges, edges * self._bytes_per_edge / 1e9, self._memory_guard / 1e9, chunk)
         if chunk != self._chunk:
             self.model.backbone.set_checkpoint_chunk(chunk)
             self._chunk = chunk
         if chunk is not None:
             self.stats.checkpointed_calls += 1
+        return guarded
 
     def _message_passing(self) -> CompiledMessagePassing | None:
         """The compiled message passing, or None for the eager one: without compile,
