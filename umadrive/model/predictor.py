@@ -140,8 +140,9 @@ class PredictStats:
     (wigner_cuda on CUDA).
     uncompiled_calls: calls answered without compile while a background
     warm-up compiled (compile only). checkpointed_calls: calls whose edge
-    activations exceeded the memory budget and were recomputed in chunks
-    (activation_checkpointing only).
+    activations exceeded the memory budget and were recomputed in chunks (with
+    activation_checkpointing; without it, calls that would not fit in the free
+    memory at all, see :mod:`umadrive.model.activation_memory`).
     """
 
     calls: int = 0
