@@ -124,11 +124,18 @@ def measure_fairchem(oracle_python: str, model: str, folder: Path, task: str,
             "compile_s": first_s, "cache_hit": None}
 
 
-def measure(model: str, mode: str, steps_after: int, max_steps: int, cache: Path,
-            task: str | None, threads: int) -> dict:
+def cache_env(cache: Path, threads: int) -> dict:
+    """A measured process's environment: ``threads`` threads, umadrive's cache (and,
+    as ``umadrive serve`` sets it, inductor's) in ``cache``."""
     env = {key: value for key, value in one_thread_env(threads).items()
            if key != "TORCHINDUCTOR_CACHE_DIR"}
     env["UMADRIVE_CACHE"] = str(cache)
+    return env
+
+
+def measure(model: str, mode: str, steps_after: int, max_steps: int, cache: Path,
+            task: str | None, threads: int) -> dict:
+    env = cache_env(cache, threads)
     launched = time.time()
     out = subprocess.run([sys.executable, __file__, "--child", model, mode, str(steps_after),
                           str(max_steps), repr(launched), task or ""], env=env,
@@ -158,9 +165,7 @@ def compile_ahead(model: str, cache: Path, task: str | None, threads: int) -> di
     """``umadrive compile`` into ``cache`` (what a cluster user runs before a job)."""
     structure = cache / "cu3au.extxyz"
     cu3au((3, 3, 3)).write(structure)
-    env = {key: value for key, value in one_thread_env(threads).items()
-           if key != "TORCHINDUCTOR_CACHE_DIR"}
-    env["UMADRIVE_CACHE"] = str(cache)
+    env = cache_env(cache, threads)
     command = [sys.executable, "-m", "umadrive", "compile", "--model", model,
                "--structure", str(structure)] + (["--task", task] if task else [])
     start = time.perf_counter()

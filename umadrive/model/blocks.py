@@ -241,7 +241,7 @@ class Edgewise(nn.Module):
         m0 = groups[0]
         gated = [torch.cat((F.silu(m0[:, :1]), m0[:, 1:] * gates), dim=1)]
         for m, group in enumerate(groups[1:], start=1):
-            pair = group.view(group.shape[0], 2, self.lmax + 1 - m, self.hidden_channels)
+            pair = group.view(group.shape[0], 2, self.layout.m_sizes[m], self.hidden_channels)
             gated.append((pair * gates[:, None, m - 1:]).view(group.shape))
         return gated
 

@@ -135,12 +135,15 @@ def _register_operators() -> None:
 
     def save_ends(ctx, inputs, output) -> None:
         ctx.save_for_backward(inputs[1], inputs[2])
+
+    def save_ends_and_atoms(ctx, inputs, output) -> None:
+        save_ends(ctx, inputs, output)
         ctx.num_atoms = inputs[0].shape[0]
 
     def save_centre(ctx, inputs, output) -> None:
         ctx.save_for_backward(inputs[1])
 
-    gather.register_autograd(_GatherPairs.backward, setup_context=save_ends)
+    gather.register_autograd(_GatherPairs.backward, setup_context=save_ends_and_atoms)
     pair_sum.register_autograd(_SumPairsOntoAtoms.backward, setup_context=save_ends)
     centre_sum.register_autograd(_SumOntoCentres.backward, setup_context=save_centre)
 

@@ -448,9 +448,9 @@ class PredictUnit:
         chunked although checkpointing is off (its activations would not fit in
         memory at all: see :mod:`umadrive.model.activation_memory`)."""
         edges = int(graph.edge_index.shape[1])
-        chunk = self.checkpoint_chunk(edges)
-        guarded = False
-        if self._memory_guard is not None:
+        if self._memory_guard is None:
+            chunk, guarded = self.checkpoint_chunk(edges), False
+        else:
             chunk = activation_memory.checkpoint_chunk(edges, self._bytes_per_edge,
                                                        self._memory_guard)
             guarded = chunk is not None
