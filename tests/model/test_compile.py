@@ -70,7 +70,7 @@ class _GatedBackend:
 
 
 def test_one_warm_up_serves_any_batch_atom_and_edge_count_without_recompiling(uma_cases):
-    """Warm-up on ONE structure; then batches of 1..3 rattled copies (edge counts
+    """Warm-up on ONE structure (traced once); then batches of 1..3 rattled copies (edge counts
     change) of it and of a structure of another size and composition (atom counts
     change, the experts re-merge), all with torch set to fail on a recompile, and
     torch's graph counter unchanged. Answers equal the uncompiled unit's."""
@@ -80,8 +80,11 @@ def test_one_warm_up_serves_any_batch_atom_and_edge_count_without_recompiling(um
     turbo = _unit(TURBO_CPU, compile_backend="aot_eager")
     eager = _unit({k: v for k, v in TURBO_CPU.items() if k != "compile"})
     turbo.warm_up([first])
-    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    counters = torch._dynamo.utils.counters
+    graphs = counters["stats"]["unique_graphs"]
     assert graphs >= 1
+    # traced once: no frame restarted, no graph built and thrown away
+    assert counters["aot_autograd"]["total"] == counters["aot_autograd"]["ok"] == graphs
     edges, atoms, batches = set(), set(), set()
     steps = [("triclinic_alloy", 1), ("triclinic_alloy", 3), ("over_max_neighbors", 2),
              ("triclinic_alloy", 2), ("over_max_neighbors", 1)]

@@ -13,6 +13,8 @@ inductor, no code generation); inductor's are in ``test_compile_inductor.py``.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -64,7 +66,7 @@ def filled(tmp_path_factory, uma_cases):
     cache = KernelCache(tmp_path_factory.mktemp("cache"))
     system = dict((label, system) for label, system, _ in uma_cases("s1p1"))["triclinic_alloy"]
     cold = _unit().warm_up([system], cache=cache)
-    assert cold.stored and not cold.cache_hit, cold.summary()
+    assert cold.stored and not cold.cache_hit and cold.ran_compiled, cold.summary()
     assert "cached for next time in" in cold.summary()
     return cache, system
 
@@ -81,6 +83,7 @@ def test_a_warm_start_loads_without_tracing_and_fits_any_batch(filled, uma_cases
     warm_up = warm.warm_up([system], cache=cache)
     assert warm_up.cache_hit and not warm_up.stored, warm_up.summary()
     assert "loaded from the cache" in warm_up.summary()
+    assert not warm_up.ran_compiled  # its first call is the first prediction's
     edges, atoms = set(), set()
     with torch.compiler.set_stance("fail_on_recompile"):
         for label, size in [("triclinic_alloy", 1), ("triclinic_alloy", 3),
@@ -144,6 +147,77 @@ def test_an_entry_that_does_not_load_is_rebuilt_never_used(filled, tmp_path, cap
     _assert_close(unit.predict([system]), _unit(compile=False).predict([system]))
     # the rebuilt entry loads
     assert _unit().warm_up([system], cache=broken).cache_hit
+
+
+class _CrashingKernels:
+    """Stands in for a loaded precompiled function: its guards accept what the
+    real one's accept, its call fails (as kernels built for another machine
+    might)."""
+
+    def __init__(self, loaded) -> None:
+        self._loaded = loaded
+        self.calls = 0
+
+    def guard_check(self, *inputs) -> bool:
+        return self._loaded.guard_check(*inputs)
+
+    def __call__(self, *inputs):
+        self.calls += 1
+        raise RuntimeError("loaded kernels crashed (test)")
+
+
+def test_loaded_code_that_fails_on_its_first_call_answers_uncompiled(filled, caplog):
+    """The warm-up does not run code it loaded; if that code fails on the first
+    real call, the step is answered uncompiled (nothing lost), with one error
+    line, and later steps stay uncompiled."""
+    cache, system = filled
+    unit = _unit()
+    assert unit.warm_up([system], cache=cache).cache_hit
+    crashing = _CrashingKernels(unit._compiled._precompiled)
+    unit._compiled._precompiled = crashing
+    eager = _unit(compile=False)
+    steps = [rattled(system, 0.05, seed) for seed in range(2)]
+    with caplog.at_level(logging.ERROR, logger="umadrive.model.predictor"):
+        for step in steps:
+            _assert_close(unit.predict([step]), eager.predict([step]), "after the crash")
+    assert crashing.calls == 1
+    assert caplog.text.count("failed on its first call") == 1
+    assert "loaded kernels crashed (test)" in caplog.text
+
+
+def test_a_background_warm_up_waits_for_the_first_answer(filled):
+    """A background warm-up started while the unit computes its first answer
+    does nothing (not even hashing the model for its cache key) until that
+    answer is done; then it loads the entry and the next call runs compiled."""
+    cache, system = filled
+    unit = _unit()
+    generate = unit.graph_generator
+    answering, release = threading.Event(), threading.Event()
+    answerer = threading.current_thread()
+
+    def held_graph(*args, **kwargs):
+        if threading.current_thread() is not answerer:  # the first answer's thread
+            answering.set()
+            release.wait(timeout=300)
+        return generate(*args, **kwargs)
+
+    unit.graph_generator = held_graph
+    first: list = []
+    thread = threading.Thread(target=lambda: first.extend(unit.predict([system])))
+    thread.start()
+    try:
+        assert answering.wait(timeout=300)
+        warm_up = unit.warm_up([system], background=True, cache=cache)
+        time.sleep(0.5)
+        assert not warm_up.done and warm_up.cache_path is None
+    finally:
+        release.set()
+        thread.join(timeout=300)
+    assert warm_up.wait(timeout=300) and warm_up.cache_hit, warm_up.summary()
+    expected = _unit(compile=False).predict([system])
+    _assert_close(first, expected, "first answer")
+    _assert_close(unit.predict([system]), expected, "compiled")
+    assert unit.stats.uncompiled_calls == 1
 
 
 def test_a_call_the_guards_refuse_compiles_just_in_time(filled, uma_cases, caplog):

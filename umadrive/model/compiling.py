@@ -25,16 +25,22 @@ number of systems).
 :class:`WarmUp` compiles once, in the calling thread or a background one. With
 a :class:`~umadrive.model.compile_cache.KernelCache` it loads the precompiled
 function stored there, or precompiles and stores it; without one it runs a
-batch through the just-in-time path. Progress goes to a callback.
+batch through the just-in-time path. A loaded function whose guards accept the
+warm-up batch is not run there: its first call is the first real one (a
+template call would only compete for the CPU with the uncompiled answers), and
+:class:`~umadrive.model.predictor.PredictUnit` answers that call uncompiled if
+it fails. Progress goes to a callback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -87,7 +93,13 @@ class CompiledMessagePassing:
                 log.info("the precompiled model does not fit this call (%s): compiling it "
                          "just in time", _guard_failure(precompiled, self._module, inputs))
         _mark_unbacked(inputs)
-        return self._compiled(*inputs)
+        with _constant_floats():
+            return self._compiled(*inputs)
+
+    def fits(self, inputs: MessagePassingInputs) -> bool:
+        """Whether the installed precompiled function's guards accept ``inputs``."""
+        return self._precompiled is not None and self._precompiled.guard_check(self._module,
+                                                                               *inputs)
 
     def precompile(self, inputs: MessagePassingInputs) -> None:
         """Traces and compiles forward and backward for inputs like ``inputs`` (one
@@ -95,11 +107,7 @@ class CompiledMessagePassing:
         _mark_unbacked(inputs)
         compiler = torch.compile(self._message_passing, fullgraph=True, dynamic=True,
                                  backend=self.backend)
-        # With dynamic=True dynamo first makes the modules' float attributes (eps,
-        # cutoff) symbolic, then gives up on them and traces again; precompile
-        # cannot trace again, so they are constants from the start (the kernel
-        # key covers the model they come from).
-        with torch._dynamo.config.patch(specialize_float=True):
+        with _constant_floats(), _quiet_guard_building():
             precompiled = compiler.aot_compile((inputs, {}))
         precompiled.disable_guard_check()  # checked in __call__, to fall back
         self._precompiled = precompiled
@@ -113,9 +121,29 @@ class CompiledMessagePassing:
     def load(self, payload: bytes) -> None:
         """Installs the precompiled function ``payload`` (from :meth:`serialize`);
         torch's errors propagate (e.g. a payload of another torch)."""
-        precompiled = torch.compiler.load_compiled_function(io.BytesIO(payload))
+        with _quiet_guard_building():
+            precompiled = torch.compiler.load_compiled_function(io.BytesIO(payload))
         precompiled.disable_guard_check()
         self._precompiled = precompiled
+
+
+def _constant_floats() -> contextlib.AbstractContextManager:
+    """Traces the modules' float attributes (eps, cutoff) as constants. With
+    dynamic=True dynamo first makes them symbolic, then gives up on them and
+    traces the whole frame again (twice the tracing time; precompile cannot
+    trace again at all). The kernel key covers the model they come from."""
+    return torch._dynamo.config.patch(specialize_float=True)
+
+
+@contextlib.contextmanager
+def _quiet_guard_building() -> Iterator[None]:
+    """Silences the one warning torch's guard building gives for every compile of
+    the message passing: it reads ``.grad`` of the non-leaf edge vectors to guard
+    on it (torch's own doing; nothing the user can act on)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning,
+                                message="The .grad attribute of a Tensor that is not a leaf")
+        yield
 
 
 def _guard_failure(precompiled: AOTCompiledFunction, module: torch.nn.Module,
@@ -153,6 +181,10 @@ class WarmUp:
     warm-up's thread to fill the entry from another process (which then competes
     with this one for the CPU but not for its interpreter lock), before the entry
     is looked up again; on a second miss the warm-up precompiles here.
+    yield_to: called before each step of the warm-up (hashing the model, loading,
+    filling the cache, compiling, running); blocks while answers must come first
+    (a predict unit's first answer: see :meth:`PredictUnit.warm_up
+    <umadrive.model.predictor.PredictUnit.warm_up>`).
 
     An entry that torch cannot load is logged (one line) and replaced by a new
     precompile; a precompile that fails is logged and the warm-up compiles just
@@ -164,7 +196,8 @@ class WarmUp:
                  cache: KernelCache | None = None,
                  key: Callable[[], KernelKey] | None = None,
                  progress: Progress | None = None,
-                 fill_cache: Callable[[], None] | None = None) -> None:
+                 fill_cache: Callable[[], None] | None = None,
+                 yield_to: Callable[[], None] | None = None) -> None:
         if cache is not None and key is None:
             raise ValueError("WarmUp: a cache needs the key of its entry")
         if fill_cache is not None and cache is None:
@@ -176,6 +209,7 @@ class WarmUp:
         self._key = key
         self._progress = progress
         self._fill_cache = fill_cache
+        self._yield_to = yield_to or (lambda: None)
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         #: seconds the warm-up took (None while it runs)
@@ -186,6 +220,9 @@ class WarmUp:
         self.cache_hit = False
         #: whether a precompiled function was stored in the cache
         self.stored = False
+        #: whether the compiled code ran on the warm-up batch (not on a cache hit
+        #: whose guards accept it: the first real call is its first)
+        self.ran_compiled = False
         #: the cache entry (None without a cache, or before its key is known)
         self.cache_path: Path | None = None
         self._note = ""  # what the progress line adds to "compiling ...: T s"
@@ -245,19 +282,30 @@ class WarmUp:
                 self._progress(self.summary(), True, self)
 
     def _compile(self) -> None:
+        yield_to = self._yield_to
         if self.cache is not None:
+            yield_to()
             key = self._key()
             self.cache_path = self.cache.path(key)
             self._note = "; loading it from the cache"
+            yield_to()
             self.cache_hit = self._load(key)
             if not self.cache_hit and self._fill_cache is not None:
                 self._note = "; in a helper process, cached for next time"
+                yield_to()
                 self._fill_cache()
                 self._note = "; loading it from the cache"
                 self.cache_hit = self._load(key)
+            yield_to()
+            if self.cache_hit and self._compiled.fits(self._capture_inputs()):
+                # Nothing to compile: the first real call runs the loaded code (a
+                # template call here would only compete with the uncompiled answers).
+                return
             self._note = "" if self.cache_hit else "; cached for next time"
             if not self.cache_hit and self._precompile():
                 self.stored = self._store(key)
+        yield_to()
+        self.ran_compiled = True
         self._run(self._compiled)
 
     def _load(self, key: KernelKey) -> bool:
@@ -284,9 +332,9 @@ class WarmUp:
             return False
         return True
 
-    def _precompile(self) -> bool:
-        """Precompiles on the warm-up batch's inputs; whether it worked."""
-        captured: list[tuple] = []
+    def _capture_inputs(self) -> MessagePassingInputs:
+        """The message passing's inputs for the warm-up batch (the prediction stops there)."""
+        captured: list[MessagePassingInputs] = []
 
         def capture(*inputs: object) -> torch.Tensor:
             captured.append(inputs)
@@ -296,8 +344,13 @@ class WarmUp:
             self._run(capture)
         except _Captured:
             pass
+        return captured[0]
+
+    def _precompile(self) -> bool:
+        """Precompiles on the warm-up batch's inputs; whether it worked."""
+        inputs = self._capture_inputs()
         try:
-            self._compiled.precompile(captured[0])
+            self._compiled.precompile(inputs)
         except Exception as error:  # e.g. a graph break: torch.compile still copes
             log.warning("precompiling %s failed (%s: %s): compiling it on its first call "
                         "instead, not cached", self.what, type(error).__name__, error)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -224,6 +225,9 @@ class PredictUnit:
                           if settings.compile else None)
         self._warm_up: WarmUp | None = None
         self._switched = False
+        self._unverified = False  # the next compiled call is the loaded code's first
+        self._first_answer = threading.Lock()  # held while the first answer is computed
+        self._answered = False
         on_cuda = device.type == "cuda"
         self._rotation = (GraphedRotation(model.backbone.rotation)
                           if settings.wigner_cuda and on_cuda else None)
@@ -325,6 +329,15 @@ class PredictUnit:
         system (e.g. path-integral beads) runs on the merged experts. ``graph``:
         the caller's graph of the whole batch (``external_graph_gen`` only).
         """
+        if self._answered:
+            return self._predict(systems, graph)
+        with self._first_answer:  # a background warm-up waits (see warm_up)
+            predictions = self._predict(systems, graph)
+            self._answered = True
+            return predictions
+
+    def _predict(self, systems: Sequence[System],
+                 graph: RadiusGraph | None) -> list[Prediction]:
         if not self.model.supports_single_atoms and any(
                 is_isolated_atom(system.numbers, system.structure.pbc) for system in systems):
             return self._predict_with_isolated_atoms(systems, graph)
@@ -339,11 +352,19 @@ class PredictUnit:
         else:
             _check_graph(graph, atoms)
         guarded = self._plan_checkpointing(graph)
-        run = RunOptions(merged=self._merge_for(systems, atoms),
-                         message_passing=None if guarded else self._message_passing(),
-                         rotation=self._rotation)
-        with tf32_matmuls(self._tf32):
-            outputs = self.model(atoms, graph, run=run)
+        merged = self._merge_for(systems, atoms)
+        message_passing = None if guarded else self._message_passing()
+        try:
+            outputs = self._forward(atoms, graph, merged, message_passing)
+        except Exception as error:
+            if message_passing is None or not self._unverified:
+                raise
+            # code loaded from the cache that never ran here: recover, never lose the step
+            log.error("the compiled model loaded from the cache failed on its first call "
+                      "(%s: %s): answering uncompiled from now on", type(error).__name__, error)
+            self._compiled = message_passing = None
+            outputs = self._forward(atoms, graph, merged, None)
+        self._unverified = self._unverified and message_passing is None
         energy = outputs.energy.cpu().numpy()
         forces = outputs.forces.detach().cpu().double().numpy()
         stress = outputs.stress.detach().cpu().double().numpy()
@@ -358,6 +379,13 @@ class PredictUnit:
                 stress=None if np.isnan(system_stress).all() else system_stress))
         return predictions
 
+    def _forward(self, atoms: AtomsBatch, graph: RadiusGraph, merged: bool,
+                 message_passing: CompiledMessagePassing | None):
+        run = RunOptions(merged=merged, message_passing=message_passing,
+                         rotation=self._rotation)
+        with tf32_matmuls(self._tf32):
+            return self.model(atoms, graph, run=run)
+
     def _predict_with_isolated_atoms(self, systems: Sequence[System],
                                      graph: RadiusGraph | None) -> list[Prediction]:
         """Lone atoms without periodic images from fairchem's isolated-atom energies
@@ -369,7 +397,7 @@ class PredictUnit:
         if self._isolated_atoms is None:
             self._isolated_atoms = IsolatedAtomEnergies.from_cache()
         lone = [is_isolated_atom(system.numbers, system.structure.pbc) for system in systems]
-        rest = iter(self.predict([s for s, alone in zip(systems, lone) if not alone])
+        rest = iter(self._predict([s for s, alone in zip(systems, lone) if not alone])
                     if not all(lone) else [])
         predictions = []
         for system, alone in zip(systems, lone):
@@ -396,7 +424,10 @@ class PredictUnit:
         precompiled for this model and settings is loaded from it, without tracing,
         when there, and precompiled and stored in it (atomically) when not.
         progress: ``progress(text, final, warm_up)`` every second while compiling
-        and at the end (:data:`~umadrive.model.compiling.Progress`). fill_cache:
+        and at the end (:data:`~umadrive.model.compiling.Progress`). A background
+        warm-up makes way for the unit's first answer: what it has not begun when
+        that answer starts waits until the answer is done (the engine's first
+        step is not slowed by more than one step of the warm-up). fill_cache:
         with a cache, fills a missing entry from another process before this one
         compiles (see :class:`~umadrive.model.compiling.WarmUp`).
         Raises InferenceSettingsError without ``compile``, RuntimeError when a
@@ -429,11 +460,18 @@ class PredictUnit:
                                what=f"the model for {self.device.type} "
                                f"({backend if isinstance(backend, str) else 'custom backend'})",
                                cache=cache, key=key if cache is not None else None,
-                               progress=progress, fill_cache=fill_cache)
+                               progress=progress, fill_cache=fill_cache,
+                               yield_to=self._wait_for_first_answer if background else None)
         self._warm_up.start(background=background)
         if not background and self._warm_up.error is not None:
             raise self._warm_up.error
         return self._warm_up
+
+    def _wait_for_first_answer(self) -> None:
+        """Blocks while the unit computes its first answer."""
+        if not self._answered:
+            with self._first_answer:
+                pass
 
     def checkpoint_chunk(self, edges: int) -> int | None:
         """Edges per recomputed chunk for a step of ``edges`` edges, None for no
@@ -482,6 +520,7 @@ class PredictUnit:
             self._compiled = None
             return None
         self._switched = True
+        self._unverified = not warm_up.ran_compiled
         log.info("%s; switching to compiled answers after %d uncompiled", warm_up.summary(),
                  self.stats.uncompiled_calls)
         return compiled
