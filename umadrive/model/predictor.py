@@ -397,7 +397,7 @@ class PredictUnit:
         if self._isolated_atoms is None:
             self._isolated_atoms = IsolatedAtomEnergies.from_cache()
         lone = [is_isolated_atom(system.numbers, system.structure.pbc) for system in systems]
-        rest = iter(self._predict([s for s, alone in zip(systems, lone) if not alone])
+        rest = iter(self._predict([s for s, alone in zip(systems, lone) if not alone], None)
                     if not all(lone) else [])
         predictions = []
         for system, alone in zip(systems, lone):
