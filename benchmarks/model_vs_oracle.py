@@ -33,7 +33,11 @@ The GEMM floor: the floating-point operations of every matrix product of our
 call (forward and backward, merged experts; ``torch.utils.flop_counter``)
 divided by the rate of one large float32 matrix product measured in the same
 run on the same threads: the time the call would take if it did nothing but
-its matrix products at that rate.
+its matrix products at that rate. A second table gives the call's products
+alone (:func:`matmul_replay_s`: each product run again at its own shapes and
+strides): what they cost at the rates the matrix library reaches for them,
+so that what lies above the floor splits into the products' own shortfall and
+everything else.
 
 Prints a markdown table (medians, the fairchem/umadrive ratio, the floor) and the
 largest energy and force differences; writes ``benchmarks/out/model_vs_oracle.json``;
@@ -209,6 +213,47 @@ def matmul_flops(checkpoint: Path, atoms: Atoms) -> int:
     return counter.get_total_flops()
 
 
+_MATMULS = ("mm", "addmm", "bmm", "baddbmm")
+
+
+def matmul_replay_s(checkpoint: Path, atoms: Atoms, threads: int, repeats: int = 3) -> float:
+    """Seconds the matrix products of one call (forward and backward, merged
+    experts, uncompiled) take on their own: each product recorded with its
+    operands' shapes and strides, then run again on random operands of those
+    shapes and strides, one after another, on ``threads`` threads; best of
+    ``repeats`` runs of the whole sequence. What the call's products cost at the
+    rates the matrix library reaches for their shapes (small or thin products
+    run far below the rate of a large square one)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    recorded: list[tuple] = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ in _MATMULS:
+                recorded.append((func, [(a.shape, a.stride(), a.dtype)
+                                        if isinstance(a, torch.Tensor) else a for a in args],
+                                 kwargs or {}))
+            return func(*args, **(kwargs or {}))
+
+    unit, system = our_unit(checkpoint, dict(activation_checkpointing=False, merge_mole=True),
+                            atoms)
+    unit.predict([system])
+    with Record():
+        unit.predict([system])
+    torch.set_num_threads(threads)
+    calls = [(func, [torch.empty_strided(a[0], a[1], dtype=a[2]).normal_()
+                     if isinstance(a, tuple) else a for a in args], kwargs)
+             for func, args, kwargs in recorded]
+    best = float("inf")
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        for func, args, kwargs in calls:
+            func(*args, **kwargs)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def profile_table(unit, system) -> str:
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         unit.predict([system])
@@ -297,8 +342,10 @@ def main() -> None:
         for system_name in args.systems:
             torch.set_num_threads(threads)
             flops = matmul_flops(args.checkpoint, make_system(system_name))
-            floors[system_name, threads] = {"gemm_flop_per_s": rate, "matmul_flops": flops,
-                                            "floor_s": flops / rate}
+            floors[system_name, threads] = {
+                "gemm_flop_per_s": rate, "matmul_flops": flops, "floor_s": flops / rate,
+                "products_alone_s": matmul_replay_s(args.checkpoint, make_system(system_name),
+                                                    threads)}
             for pair in args.pairs:
                 results.append(run_pair(pair, system_name, threads, ours, args))
                 print(json.dumps({k: v for k, v in results[-1].items() if k != "profile"}),
@@ -323,6 +370,15 @@ def main() -> None:
         print(f"| {system_name} | {threads} | GEMM floor | "
               f"{floor['matmul_flops'] / 1e9:.1f} GFLOP at {floor['gemm_flop_per_s'] / 1e9:.1f} "
               f"GFLOP/s | | {floor['floor_s']:.3f} | | 1.00 | |")
+    print("\n| system | threads | the call's products alone s (GFLOP/s) | umadrive mode "
+          "(pair) | umadrive median s/call | umadrive / products alone |")
+    print("|---|---:|---:|---|---:|---:|")
+    for r in results:
+        floor = floors[r["system"], r["threads"]]
+        alone = floor["products_alone_s"]
+        print(f"| {r['system']} | {r['threads']} | {alone:.3f} "
+              f"({floor['matmul_flops'] / alone / 1e9:.1f}) | {r['pair']} | "
+              f"{r['ours_median_s']:.3f} | {r['ours_median_s'] / alone:.2f} |")
     for r in results:
         print(f"agreement ({r['system']}, {r['threads']} threads, {r['pair']}): |dE|/atom = "
               f"{r['energy_difference_per_atom']:.2e} eV, max |dF| = "
