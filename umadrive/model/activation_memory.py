@@ -43,6 +43,11 @@ MIN_CHUNK_EDGES = 4096
 #: ``_SLACK`` covers the backward pass's own temporaries; calibrated against the
 #: resident-set peak of a step on CPU (``benchmarks/activation_memory.py``).
 _SPHERE_TENSORS, _HIDDEN_TENSORS, _EDGE_TENSORS = 7, 3, 5
+#: The edge rotations are built in float64 (:class:`~umadrive.model.so3.EdgeRotation`)
+#: and kept for the backward pass: about four (K, K) float64 matrices per edge
+#: (K = (lmax+1)**2: the assembled matrix, its reordered rows, the per-degree
+#: blocks and their products). Negligible for UMA-S, a third of a small model's need.
+_ROTATION_MATRICES = 4
 _SLACK = 1.5
 
 
@@ -54,7 +59,8 @@ def bytes_per_edge(config: BackboneConfig, dtype: torch.dtype) -> int:
                                 + _HIDDEN_TENSORS * config.hidden_channels)
     per_layer += _EDGE_TENSORS * config.edge_channels
     shared = 2 * coefficients * coefficients + config.num_distance_basis + 2 * config.edge_channels
-    return int(_SLACK * dtype.itemsize * (config.num_layers * per_layer + shared))
+    rotation = _ROTATION_MATRICES * coefficients * coefficients * torch.float64.itemsize
+    return int(_SLACK * (dtype.itemsize * (config.num_layers * per_layer + shared) + rotation))
 
 
 def checkpoint_chunk(edges: int, per_edge: int, budget: int) -> int | None:
