@@ -104,8 +104,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         with torch.compiler.set_stance("fail_on_recompile"):
             backend.compute([Structure.from_atoms(template)] * args.batch)
-    except Exception as error:  # torch's recompile failure or the model's
-        log.error("a batch of %d structures failed after compiling: %s", args.batch, error)
+    except Exception as error:  # torch's recompile refusal (its words say why) or the model's
+        log.error("a batch of %d structures failed after compiling (the stored model must "
+                  "serve it without compiling again): %s", args.batch, error)
         return 1
     if torch._dynamo.utils.counters["frames"]["total"] != traced:
         log.error("a batch of %d structures needed another compile (the log above says "
