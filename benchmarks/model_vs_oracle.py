@@ -200,31 +200,16 @@ def gemm_rate(threads: int, size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / best
 
 
-def matmul_flops(checkpoint: Path, atoms: Atoms) -> int:
-    """Floating-point operations of the matrix products of one call (forward and
-    backward), merged experts, uncompiled (the same products turbo runs)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    unit, system = our_unit(checkpoint, dict(activation_checkpointing=False, merge_mole=True),
-                            atoms)
-    unit.predict([system])
-    with FlopCounterMode(display=False) as counter:
-        unit.predict([system])
-    return counter.get_total_flops()
-
-
 _MATMULS = ("mm", "addmm", "bmm", "baddbmm")
 
 
-def matmul_replay_s(checkpoint: Path, atoms: Atoms, threads: int, repeats: int = 3) -> float:
-    """Seconds the matrix products of one call (forward and backward, merged
-    experts, uncompiled) take on their own: each product recorded with its
-    operands' shapes and strides, then run again on random operands of those
-    shapes and strides, one after another, on ``threads`` threads; best of
-    ``repeats`` runs of the whole sequence. What the call's products cost at the
-    rates the matrix library reaches for their shapes (small or thin products
-    run far below the rate of a large square one)."""
+def record_matmuls(checkpoint: Path, atoms: Atoms) -> tuple[int, list[tuple]]:
+    """The matrix products of one call (forward and backward), merged experts,
+    uncompiled (the same products turbo runs): their floating-point operations
+    (``torch.utils.flop_counter``) and each product as (operator, operands as
+    (shape, stride, dtype) or the value itself, keyword arguments)."""
     from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import FlopCounterMode
 
     recorded: list[tuple] = []
 
@@ -239,8 +224,18 @@ def matmul_replay_s(checkpoint: Path, atoms: Atoms, threads: int, repeats: int =
     unit, system = our_unit(checkpoint, dict(activation_checkpointing=False, merge_mole=True),
                             atoms)
     unit.predict([system])
-    with Record():
+    with FlopCounterMode(display=False) as counter, Record():
         unit.predict([system])
+    return counter.get_total_flops(), recorded
+
+
+def matmul_replay_s(recorded: list[tuple], threads: int, repeats: int = 3) -> float:
+    """Seconds the ``recorded`` products (:func:`record_matmuls`) take on their
+    own: run again on random operands of their shapes and strides, one after
+    another, on ``threads`` threads; best of ``repeats`` runs of the whole
+    sequence. What the call's products cost at the rates the matrix library
+    reaches for their shapes (small or thin products run far below the rate of
+    a large square one)."""
     torch.set_num_threads(threads)
     calls = [(func, [torch.empty_strided(a[0], a[1], dtype=a[2]).normal_()
                      if isinstance(a, tuple) else a for a in args], kwargs)
@@ -341,11 +336,10 @@ def main() -> None:
         rate = gemm_rate(threads)
         for system_name in args.systems:
             torch.set_num_threads(threads)
-            flops = matmul_flops(args.checkpoint, make_system(system_name))
+            flops, products = record_matmuls(args.checkpoint, make_system(system_name))
             floors[system_name, threads] = {
                 "gemm_flop_per_s": rate, "matmul_flops": flops, "floor_s": flops / rate,
-                "products_alone_s": matmul_replay_s(args.checkpoint, make_system(system_name),
-                                                    threads)}
+                "products_alone_s": matmul_replay_s(products, threads)}
             for pair in args.pairs:
                 results.append(run_pair(pair, system_name, threads, ours, args))
                 print(json.dumps({k: v for k, v in results[-1].items() if k != "profile"}),
