@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from umadrive.model.edge_ops import gather_pairs, sum_onto_centres
+from umadrive.model.edge_ops import gather_pairs, rotate_edges, sum_onto_centres
 from umadrive.model.mole import ExpertRouting, MixtureOfLinearExperts, linear_per_system
 from umadrive.model.so3 import CoefficientLayout
 
@@ -226,12 +226,12 @@ class Edgewise(nn.Module):
         """(E, (lmax+1)**2, C): each edge's message in the centre's frame, not yet summed."""
         source, centre = edge_index
         pairs = gather_pairs(x, source, centre)
-        rotated = torch.bmm(wigner, pairs).split(self.layout.m_groups, dim=1)
+        rotated = rotate_edges(wigner, pairs).split(self.layout.m_groups, dim=1)
         groups, gates = self.so2_conv_1(rotated, routing, edge_scalars)
         gates = torch.sigmoid(gates).view(gates.shape[0], self.lmax, self.hidden_channels)
         groups = self.gate(groups, gates)
         groups, _ = self.so2_conv_2(groups, routing)
-        return torch.bmm(wigner_inv_envelope, torch.cat(groups, dim=1))
+        return rotate_edges(wigner_inv_envelope, torch.cat(groups, dim=1))
 
     def gate(self, groups: list[torch.Tensor], gates: torch.Tensor) -> list[torch.Tensor]:
         """SiLU on l = 0, the gate g[l-1] (E, lmax, H) on every coefficient of degree

@@ -1,5 +1,6 @@
-"""The gathers from atoms to edges and the sums from edges to atoms of the message
-passing, as operators that ``torch.compile`` calls rather than generates.
+"""The per-edge work of the message passing that torch's own operators and
+``torch.compile`` do badly on a CPU: the gathers from atoms to edges, the sums
+from edges to atoms and the per-edge rotations.
 
 Shapes: N atoms, E edges, K coefficients, C channels. ``source`` and ``centre``
 (E,) long are the edge ends (:class:`~umadrive.model.escn.GraphInputs`: edges
@@ -12,27 +13,31 @@ sorted by centre).
 * :func:`sum_pairs_onto_atoms` ``(pairs (E, K, 2C), source, centre, N) -> (N, K, C)``:
   the first half of the channels summed onto the sources, the second onto the
   centres.
+* :func:`rotate_edges` ``(rotations (E, A, B), features (E, B, C)) -> (E, A, C)``:
+  each edge's features times its own matrix.
 
 :func:`gather_pairs` and :func:`sum_pairs_onto_atoms` are each other's adjoint
 and backward pass; the backward of :func:`sum_onto_centres` is a gather. Double
 backward works (training on forces).
 
-Why operators of their own, on a CPU: autograd's backward of a concatenation of
+Why functions of their own, on a CPU: autograd's backward of a concatenation of
 gathers hands each gather's backward a strided half of the gradient, which
 ``index_add`` then adds an element at a time (several times slower than from a
-contiguous copy, on UMA-S's edge features); and inductor turns
-every sum onto atoms into an atomic-add loop over all edge features. These
-functions copy each half once and add whole rows. Under ``torch.compile`` they
-are the operators ``torch.ops.umadrive.*``, which inductor calls as they are;
-outside it, plain autograd functions of the same code (a custom operator's first
-call imports torch's compiler, seconds that a first answer must not wait for).
+contiguous copy, on UMA-S's edge features); and inductor turns every sum onto
+atoms into an atomic-add loop over all edge features. These functions copy each
+half once and add whole rows. Under ``torch.compile`` the two sums are the
+operators ``torch.ops.umadrive.*``, which inductor calls as they are, while the
+gather's forward is left to inductor, which reads the atoms' rows straight
+into the loop of the rotation that follows; outside it, plain autograd
+functions of the same code (a custom operator's first call imports torch's
+compiler, seconds that a first answer must not wait for).
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["gather_pairs", "sum_onto_centres", "sum_pairs_onto_atoms"]
+__all__ = ["gather_pairs", "rotate_edges", "sum_onto_centres", "sum_pairs_onto_atoms"]
 
 
 def _gather_pairs(x: torch.Tensor, source: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
@@ -55,8 +60,6 @@ def _sum_onto_centres(messages: torch.Tensor, centre: torch.Tensor,
 
 def gather_pairs(x: torch.Tensor, source: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
     """(E, K, 2C): ``[x[source], x[centre]]`` along the channels, x (N, K, C)."""
-    if torch.compiler.is_compiling():
-        return torch.ops.umadrive.gather_pairs(x, source, centre)
     return _GatherPairs.apply(x, source, centre)
 
 
@@ -75,6 +78,23 @@ def sum_onto_centres(messages: torch.Tensor, centre: torch.Tensor, num_atoms: in
     if torch.compiler.is_compiling():
         return torch.ops.umadrive.sum_onto_centres(messages, centre, num_atoms)
     return _SumOntoCentres.apply(messages, centre, num_atoms)
+
+
+def rotate_edges(rotations: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """(E, A, C): ``rotations[e] @ features[e]`` for every edge e, rotations
+    (E, A, B), features (E, B, C).
+
+    Eager, and compiled for other devices: one batched product. Compiled for a
+    CPU: the same sum written as a broadcast product reduced over B, which
+    inductor turns into one loop over the features that also takes in the
+    gathers, copies and element-wise products around it; the batched product
+    of so many small matrices runs far below the CPU's matrix-product rate (a
+    matrix-library call per edge). Not in eager: there the broadcast would
+    allocate (E, A, B, C).
+    """
+    if torch.compiler.is_compiling() and features.device.type == "cpu":
+        return (rotations[:, :, :, None] * features[:, None, :, :]).sum(dim=2)
+    return torch.bmm(rotations, features)
 
 
 # Eager: autograd functions whose backward passes call the public functions, so
@@ -117,17 +137,14 @@ class _SumOntoCentres(torch.autograd.Function):
         return grad.index_select(0, centre), None, None
 
 
-# Compiled: the same code as operators with fake (shape-only) implementations.
+# Compiled: the sums as operators with fake (shape-only) implementations.
 
 def _register_operators() -> None:
     library = "umadrive::"
-    gather = torch.library.custom_op(library + "gather_pairs", _gather_pairs, mutates_args=())
     pair_sum = torch.library.custom_op(library + "sum_pairs_onto_atoms", _sum_pairs_onto_atoms,
                                        mutates_args=())
     centre_sum = torch.library.custom_op(library + "sum_onto_centres", _sum_onto_centres,
                                          mutates_args=())
-    gather.register_fake(lambda x, source, centre:
-                         x.new_empty((source.shape[0], x.shape[1], 2 * x.shape[2])))
     pair_sum.register_fake(lambda pairs, source, centre, num_atoms:
                            pairs.new_empty((num_atoms, pairs.shape[1], pairs.shape[2] // 2)))
     centre_sum.register_fake(lambda messages, centre, num_atoms:
@@ -136,14 +153,9 @@ def _register_operators() -> None:
     def save_ends(ctx, inputs, output) -> None:
         ctx.save_for_backward(inputs[1], inputs[2])
 
-    def save_ends_and_atoms(ctx, inputs, output) -> None:
-        save_ends(ctx, inputs, output)
-        ctx.num_atoms = inputs[0].shape[0]
-
     def save_centre(ctx, inputs, output) -> None:
         ctx.save_for_backward(inputs[1])
 
-    gather.register_autograd(_GatherPairs.backward, setup_context=save_ends_and_atoms)
     pair_sum.register_autograd(_SumPairsOntoAtoms.backward, setup_context=save_ends)
     centre_sum.register_autograd(_SumOntoCentres.backward, setup_context=save_centre)
 

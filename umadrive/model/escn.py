@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from umadrive.model.blocks import ESCNBlock, EquivariantRMSNorm, RadialMLP
 from umadrive.model.config import BackboneConfig
+from umadrive.model.edge_ops import rotate_edges
 from umadrive.model.mole import ExpertRouting
 from umadrive.model.so3 import CoefficientLayout, EdgeRotation, wigner_j
 
@@ -106,7 +107,7 @@ class EdgeDegreeEmbedding(nn.Module):
     def forward(self, x: torch.Tensor, edge_scalars: torch.Tensor, centre: torch.Tensor,
                 wigner_inv_envelope: torch.Tensor) -> torch.Tensor:
         radial = self.rad_func(edge_scalars).view(edge_scalars.shape[0], self.m0, self.channels)
-        embedding = torch.bmm(wigner_inv_envelope[:, :, :self.m0], radial)
+        embedding = rotate_edges(wigner_inv_envelope[:, :, :self.m0], radial)
         return x.index_add(0, centre, embedding / EDGE_DEGREE_RESCALE)
 
 
