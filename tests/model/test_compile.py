@@ -75,6 +75,7 @@ def test_one_warm_up_serves_any_batch_atom_and_edge_count_without_recompiling(um
     change, the experts re-merge), all with torch set to fail on a recompile, and
     torch's graph counter unchanged. Answers equal the uncompiled unit's."""
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()  # counts of tests run before this one
     cases = {label: system for label, system, _ in uma_cases("s1p1")}
     first = cases["triclinic_alloy"]
     turbo = _unit(TURBO_CPU, compile_backend="aot_eager")

@@ -6,8 +6,7 @@ and the compiled forms against the eager ones."""
 import pytest
 import torch
 
-from umadrive.model.edge_ops import (gather_pairs, rotate_edges, sum_onto_centres,
-                                     sum_pairs_onto_atoms)
+from umadrive.model.edge_ops import gather_pairs, rotate_edges, sum_onto_atoms
 
 
 def graph(num_atoms: int = 5, num_edges: int = 17, seed: int = 0):
@@ -29,52 +28,52 @@ def test_sums_are_sums_over_edges():
     source, centre, generator = graph()
     messages = torch.randn(17, 4, 3, generator=generator, dtype=torch.float64)
     expected = torch.stack([messages[centre == atom].sum(0) for atom in range(5)])
-    torch.testing.assert_close(sum_onto_centres(messages, centre, 5), expected)
-    pairs = torch.randn(17, 4, 6, generator=generator, dtype=torch.float64)
-    expected = torch.stack([pairs[source == atom, :, :3].sum(0) + pairs[centre == atom, :, 3:].sum(0)
-                            for atom in range(5)])
-    torch.testing.assert_close(sum_pairs_onto_atoms(pairs, source, centre, 5), expected)
+    torch.testing.assert_close(sum_onto_atoms(messages, centre, 5), expected)
+    expected = torch.stack([messages[source == atom].sum(0) for atom in range(5)])
+    torch.testing.assert_close(sum_onto_atoms(messages, source, 5), expected)
 
 
 def test_an_atom_without_edges_gets_zero():
     source, centre = torch.tensor([0, 1]), torch.tensor([0, 0])
-    out = sum_onto_centres(torch.ones(2, 1, 1), centre, 3)
+    out = sum_onto_atoms(torch.ones(2, 1, 1), centre, 3)
     assert out.flatten().tolist() == [2.0, 0.0, 0.0]
     assert gather_pairs(torch.ones(3, 1, 1), source, centre).shape == (2, 1, 2)
 
 
-@pytest.mark.parametrize("op", ["gather_pairs", "sum_onto_centres", "sum_pairs_onto_atoms"])
+def test_the_gradient_of_a_gather_sums_each_half_onto_its_edge_ends():
+    source, centre, generator = graph()
+    x = torch.randn(5, 4, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(17, 4, 6, generator=generator, dtype=torch.float64)
+    (gradient,) = torch.autograd.grad((gather_pairs(x, source, centre) * weights).sum(), x)
+    expected = torch.stack([weights[source == atom, :, :3].sum(0)
+                            + weights[centre == atom, :, 3:].sum(0) for atom in range(5)])
+    torch.testing.assert_close(gradient, expected)
+
+
+@pytest.mark.parametrize("op", ["gather_pairs", "sum_onto_atoms"])
 def test_first_and_second_derivatives(op):
     source, centre, generator = graph(num_atoms=4, num_edges=9)
     if op == "gather_pairs":
         args = (torch.randn(4, 2, 3, generator=generator, dtype=torch.float64), source, centre)
         function = gather_pairs
-    elif op == "sum_onto_centres":
-        args = (torch.randn(9, 2, 3, generator=generator, dtype=torch.float64), centre, 4)
-        function = sum_onto_centres
     else:
-        args = (torch.randn(9, 2, 6, generator=generator, dtype=torch.float64), source, centre, 4)
-        function = sum_pairs_onto_atoms
+        args = (torch.randn(9, 2, 3, generator=generator, dtype=torch.float64), source, 4)
+        function = sum_onto_atoms
     first = args[0].requires_grad_()
     wrapped = lambda tensor: function(tensor, *args[1:])  # noqa: E731
     assert torch.autograd.gradcheck(wrapped, (first,))
     assert torch.autograd.gradgradcheck(wrapped, (first,))
 
 
-@pytest.mark.parametrize("op", ["sum_onto_centres", "sum_pairs_onto_atoms"])
-def test_operator_registration(op):
+def test_operator_registration():
     """Schema, fake (meta) shapes and autograd registration as torch.compile needs them."""
-    source, centre, generator = graph()
-    operator = getattr(torch.ops.umadrive, op).default
-    if op == "sum_onto_centres":
-        args = (torch.randn(17, 4, 3, generator=generator, requires_grad=True), centre, 5)
-    else:
-        args = (torch.randn(17, 4, 6, generator=generator, requires_grad=True), source, centre, 5)
-    torch.library.opcheck(operator, args)
+    _, centre, generator = graph()
+    args = (torch.randn(17, 4, 3, generator=generator, requires_grad=True), centre, 5)
+    torch.library.opcheck(torch.ops.umadrive.sum_onto_atoms.default, args)
 
 
-def test_compiled_calls_the_operators_and_agrees():
-    """Under torch.compile the sums are the registered operators and the gather is
+def test_compiled_calls_the_operator_and_agrees():
+    """Under torch.compile the sums are the registered operator and the gather is
     traced (one graph, no break), with the same values and gradients as the eager
     autograd functions."""
     source, centre, generator = graph()
@@ -82,8 +81,7 @@ def test_compiled_calls_the_operators_and_agrees():
 
     def energy(x):
         pairs = gather_pairs(x, source, centre)
-        atoms = sum_pairs_onto_atoms(pairs.sin(), source, centre, 5)
-        return sum_onto_centres(pairs[..., :3] * pairs[..., 3:], centre, 5).sum() + atoms.pow(2).sum()
+        return sum_onto_atoms(pairs[..., :3] * pairs[..., 3:], centre, 5).pow(2).sum()
 
     graphs = []
 
@@ -98,9 +96,8 @@ def test_compiled_calls_the_operators_and_agrees():
     torch.testing.assert_close(torch.autograd.grad(value, compiled_x)[0],
                                torch.autograd.grad(expected, eager_x)[0])
     targets = " ".join(set().union(*graphs))
-    for name in ("sum_pairs_onto_atoms", "sum_onto_centres"):
-        assert f"umadrive.{name}" in targets
-    assert "umadrive.gather_pairs" not in targets
+    assert "umadrive.sum_onto_atoms" in targets
+    assert "umadrive.gather" not in targets
 
 
 def test_rotate_edges_is_each_edge_times_its_matrix():

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from umadrive.model.edge_ops import gather_pairs, rotate_edges, sum_onto_centres
+from umadrive.model.edge_ops import gather_pairs, rotate_edges, sum_onto_atoms
 from umadrive.model.mole import ExpertRouting, MixtureOfLinearExperts, linear_per_system
 from umadrive.model.so3 import CoefficientLayout
 
@@ -207,7 +207,7 @@ class Edgewise(nn.Module):
         if chunk is None or not torch.is_grad_enabled():
             messages = self.messages(x, edge_index, edge_scalars, wigner, wigner_inv_envelope,
                                      routing)
-            return sum_onto_centres(messages, edge_index[1], x.shape[0])
+            return sum_onto_atoms(messages, edge_index[1], x.shape[0])
         out = torch.zeros_like(x)
         # split(), not index arithmetic: under torch.compile the edge count stays symbolic
         pieces = zip(edge_index.split(chunk, dim=1), edge_scalars.split(chunk),
@@ -217,7 +217,7 @@ class Edgewise(nn.Module):
                                                              index * chunk + edges.shape[1])
             messages = checkpoint(self.messages, x, edges, scalars, rotation, inverse, part,
                                   use_reentrant=False)
-            out = out + sum_onto_centres(messages, edges[1], x.shape[0])
+            out = out + sum_onto_atoms(messages, edges[1], x.shape[0])
         return out
 
     def messages(self, x: torch.Tensor, edge_index: torch.Tensor, edge_scalars: torch.Tensor,

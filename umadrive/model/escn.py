@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from umadrive.model.blocks import ESCNBlock, EquivariantRMSNorm, RadialMLP
 from umadrive.model.config import BackboneConfig
-from umadrive.model.edge_ops import rotate_edges, sum_onto_centres
+from umadrive.model.edge_ops import rotate_edges, sum_onto_atoms
 from umadrive.model.mole import ExpertRouting
 from umadrive.model.so3 import CoefficientLayout, EdgeRotation, wigner_j
 
@@ -108,7 +108,7 @@ class EdgeDegreeEmbedding(nn.Module):
                 wigner_inv_envelope: torch.Tensor) -> torch.Tensor:
         radial = self.rad_func(edge_scalars).view(edge_scalars.shape[0], self.m0, self.channels)
         embedding = rotate_edges(wigner_inv_envelope[:, :, :self.m0], radial)
-        return x + sum_onto_centres(embedding / EDGE_DEGREE_RESCALE, centre, x.shape[0])
+        return x + sum_onto_atoms(embedding / EDGE_DEGREE_RESCALE, centre, x.shape[0])
 
 
 class ESCNMDBackbone(nn.Module):
