@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import ROOT, one_thread_env, write_results  # noqa: E402
+from benchmarks.common import ROOT, subprocess_env, write_results  # noqa: E402
 
 DEFAULTS = [ROOT / "umadrive" / "data" / "demo" / "uma-demo.pt",
             ROOT / "tests" / "data" / "uma_s1p1.pt"]
@@ -94,7 +94,7 @@ def main() -> None:
     for checkpoint in args.checkpoint or DEFAULTS:
         done = subprocess.run([sys.executable, __file__, "--child", str(checkpoint),
                                str(args.repeat), args.task or ""], capture_output=True,
-                              text=True, env=one_thread_env(), check=True)
+                              text=True, env=subprocess_env(), check=True)
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1]), flush=True)
     table = ["| checkpoint | atoms | edges | measured KB/edge | estimate KB/edge | "

@@ -107,7 +107,7 @@ def main() -> None:
             for name, seconds in medians.items()
         )
 
-    print(f"| atoms | generator | median (ms) | time / umadrive v2 |\n|---|---|---|---|")
+    print("| atoms | generator | median (ms) | time / umadrive v2 |\n|---|---|---|---|")
     for row in results:
         print(f"| {row['atoms']} | {row['name'].removeprefix('graph ')} | "
               f"{row['median_s'] * 1e3:.1f} | {row['ratio']:.2f} |")

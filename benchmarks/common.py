@@ -33,9 +33,9 @@ def perturbed(atoms: ase.Atoms, count: int, seed: int = 0) -> list[Structure]:
                       cell=atoms.cell.array.copy(), pbc=atoms.pbc.copy()) for _ in range(count)]
 
 
-def one_thread_env(threads: int = 1) -> dict:
-    """Subprocess environment: one torch/OpenMP thread (or ``threads``), PYTHONPATH
-    at the repository."""
+def subprocess_env(threads: int = 1) -> dict:
+    """The environment of a measured subprocess: ``threads`` torch/OpenMP threads
+    (one by default), PYTHONPATH at the repository."""
     return {**os.environ, "OMP_NUM_THREADS": str(threads),
             "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
 

@@ -27,7 +27,7 @@ import ase.io
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import FIXTURE_MODEL, cu3au, one_thread_env, perturbed, write_results  # noqa: E402
+from benchmarks.common import FIXTURE_MODEL, cu3au, subprocess_env, perturbed, write_results  # noqa: E402
 from umadrive.driver.backends import UmaOptions, make_backend  # noqa: E402
 from umadrive.protocol import ForceServer  # noqa: E402
 
@@ -50,7 +50,7 @@ def measure(args, atoms, steps: int, folder: Path) -> tuple[list[float], list[fl
         driver = subprocess.Popen(
             [sys.executable, "-m", "umadrive", "serve", "--model", args.model, "--task", args.task,
              "--mode", args.mode, "--structure", str(structure_file), "--unix", name,
-             "--log-every", "0"], env=one_thread_env(), stderr=None if args.verbose else subprocess.DEVNULL)
+             "--log-every", "0"], env=subprocess_env(), stderr=None if args.verbose else subprocess.DEVNULL)
         try:
             server.accept(timeout=120)
             for structure in perturbed(atoms, 3, seed=1):  # warm-up, both sides

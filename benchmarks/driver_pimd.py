@@ -28,7 +28,7 @@ from pathlib import Path
 import ase.io
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import FIXTURE_MODEL, cu3au, one_thread_env, write_results  # noqa: E402
+from benchmarks.common import FIXTURE_MODEL, cu3au, subprocess_env, write_results  # noqa: E402
 from umadrive.ipi_input import IpiRun, ipi_input_xml  # noqa: E402
 
 NBEADS = 32
@@ -50,7 +50,7 @@ def step_times(args, folder: Path, name: str, batch_size: int, driver_argv: list
         children = [subprocess.Popen([ipi_exe, "input.xml"], cwd=folder, stdout=ipi_out,
                                      stderr=subprocess.STDOUT)]
         argv = [a.replace("{socket}", socket_name) for a in driver_argv]
-        children.append(subprocess.Popen(argv, cwd=folder, env=one_thread_env(),
+        children.append(subprocess.Popen(argv, cwd=folder, env=subprocess_env(),
                                          stdout=driver_out, stderr=subprocess.STDOUT))
     ipi, driver = children
     seen, stamps = 0, []

@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, cu3au, one_thread_env, perturbed, write_results  # noqa: E402
+from common import ROOT, cu3au, subprocess_env, perturbed, write_results  # noqa: E402
 
 DEMO = ROOT / "umadrive" / "data" / "demo" / "uma-demo.pt"
 
@@ -112,7 +112,7 @@ def measure_fairchem(oracle_python: str, model: str, folder: Path, task: str,
     cu3au((3, 3, 3)).write(structure)
     launched = time.time()
     out = subprocess.run([oracle_python, "-c", FAIRCHEM_CHILD, model, str(structure),
-                          repr(launched), task, str(threads)], env=one_thread_env(threads),
+                          repr(launched), task, str(threads)], env=subprocess_env(threads),
                          capture_output=True, text=True, check=True)
     record = json.loads(out.stdout.strip().splitlines()[-1])
     (first_t, first_s), (second_t, second_s) = record["answers"]
@@ -127,7 +127,7 @@ def measure_fairchem(oracle_python: str, model: str, folder: Path, task: str,
 def cache_env(cache: Path, threads: int) -> dict:
     """A measured process's environment: ``threads`` threads, umadrive's cache (and,
     as ``umadrive serve`` sets it, inductor's) in ``cache``."""
-    env = {key: value for key, value in one_thread_env(threads).items()
+    env = {key: value for key, value in subprocess_env(threads).items()
            if key != "TORCHINDUCTOR_CACHE_DIR"}
     env["UMADRIVE_CACHE"] = str(cache)
     return env

@@ -321,7 +321,7 @@ def write_card(metrics: dict, path: Path) -> None:
         f"| file size | {m['file_bytes'] / 1e6:.2f} MB |",
         "",
         "## Training",
-        f"Element references fitted first (least squares of the energy on the composition);",
+        "Element references fitted first (least squares of the energy on the composition);",
         f"normaliser rmsd {m['rmsd']:.4f} eV/Å (RMS training force component). Adam,",
         f"{m['hyperparameters']['steps']} steps of {m['hyperparameters']['batch_structures']} "
         f"structures, learning rate {m['hyperparameters']['learning_rate']:g} (warm-up, cosine "
