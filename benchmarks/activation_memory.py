@@ -16,15 +16,13 @@ estimate bounds the measurement.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import ROOT, subprocess_env, write_results  # noqa: E402
+from benchmarks.common import ROOT, return_free_memory, subprocess_env, write_results  # noqa: E402
 
 DEFAULTS = [ROOT / "umadrive" / "data" / "demo" / "uma-demo.pt",
             ROOT / "tests" / "data" / "uma_s1p1.pt"]
@@ -34,16 +32,6 @@ def _resident(field: str) -> int:
     line = next(line for line in Path("/proc/self/status").read_text().splitlines()
                 if line.startswith(field + ":"))
     return int(line.split()[1]) * 1024
-
-
-def _return_free_memory() -> None:
-    """Gives the heap's free memory back to the kernel (glibc's ``malloc_trim``), so
-    that the level a step is measured from holds live memory only: how much of
-    the first step's freed memory stays resident otherwise varies from run to
-    run, and the step then faults in only the rest."""
-    libc = ctypes.util.find_library("c")
-    if libc is not None and hasattr(ctypes.CDLL(libc), "malloc_trim"):
-        ctypes.CDLL(libc).malloc_trim(0)
 
 
 def child(checkpoint: str, repeat: int, task: str | None) -> dict:
@@ -68,7 +56,7 @@ def child(checkpoint: str, repeat: int, task: str | None) -> dict:
 
     unit.predict([system()])
     step = system()
-    _return_free_memory()
+    return_free_memory()  # the level a step is measured from: live memory only
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM
     before = _resident("VmRSS")
     unit.predict([step])

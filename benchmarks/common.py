@@ -1,8 +1,11 @@
 """Shared pieces of the driver benchmarks: the test structures, a fresh set of
-positions per step, and the markdown/JSON output."""
+positions per step, subprocess environments, the heap's release, and the
+markdown/JSON output."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import platform
@@ -38,6 +41,18 @@ def subprocess_env(threads: int = 1) -> dict:
     (one by default), PYTHONPATH at the repository."""
     return {**os.environ, "OMP_NUM_THREADS": str(threads),
             "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+
+
+def return_free_memory() -> None:
+    """Gives the heap's free memory back to the kernel (glibc's ``malloc_trim``).
+
+    A process that keeps freed memory for reuse (:mod:`umadrive.process_memory`,
+    as ``umadrive serve`` does) holds on to everything it ever freed: what an
+    earlier part of a benchmark freed would otherwise stay resident, varying from
+    run to run, and count against the memory a model finds free when it loads."""
+    libc = ctypes.util.find_library("c")
+    if libc is not None and hasattr(ctypes.CDLL(libc), "malloc_trim"):
+        ctypes.CDLL(libc).malloc_trim(0)
 
 
 def write_results(name: str, table: list[str], results: dict) -> None:

@@ -27,13 +27,17 @@ ours in this process, each on the same number of threads; per pair, after one
 warm-up call each (the compile, for turbo), ``--calls`` timed calls alternate
 between the two (so that load from other processes affects both alike). Both
 processes keep freed memory for reuse (glibc's malloc thresholds raised, see
-:mod:`umadrive.process_memory`), as ``umadrive serve`` does.
+:mod:`umadrive.process_memory`), as ``umadrive serve`` does. Our unit is built
+before the oracle's process starts and after the heap's free memory is given
+back, so that the default mode's memory budget (half the memory free at load)
+is what a lone server would find.
 
 The GEMM floor: the floating-point operations of every matrix product of our
 call (forward and backward, merged experts; ``torch.utils.flop_counter``)
-divided by the rate of one large float32 matrix product measured in the same
-run on the same threads: the time the call would take if it did nothing but
-its matrix products at that rate. A second table gives the call's products
+divided by the rate of one large float32 matrix product on the same threads
+(the median of the rates measured before the pairs and after each of our timed
+calls, so that the machine's drift affects floor and calls alike): the time the
+call would take if it did nothing but its matrix products at that rate. A second table gives the call's products
 alone (:func:`matmul_replay_s`: each product run again at its own shapes and
 strides): what they cost at the rates the matrix library reaches for them,
 so that what lies above the floor splits into the products' own shortfall and
@@ -52,6 +56,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -59,6 +64,9 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.build import bulk, molecule
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import return_free_memory  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
@@ -265,28 +273,34 @@ def ensure_checkpoint(path: Path, oracle_python: str, version: str) -> None:
                    check=True)
 
 
-def run_pair(pair: str, system_name: str, threads: int, ours: dict, args) -> dict:
-    """Warm-up then ``args.calls`` alternating timed calls of both sides. ``ours``
+def run_pair(pair: str, system_name: str, threads: int, ours: dict, rates: list[float],
+             args) -> dict:
+    """Warm-up then ``args.calls`` alternating timed calls of both sides, each of
+    ours followed by a measurement of the GEMM rate (appended to ``rates``). ``ours``
     keeps our units by settings, so that turbo compiles once per system and thread
     count for both turbo pairs."""
     torch.set_num_threads(threads)
     atoms = make_system(system_name)
     settings = PAIRS[pair][0]
     key = (system_name, threads, tuple(sorted(settings.items())))
+    if key not in ours:
+        # built before the oracle starts, from a trimmed heap: the memory budget of
+        # the default mode is then what a lone server finds (half the free memory)
+        return_free_memory()
+        unit, system = our_unit(args.checkpoint, settings, atoms)
+        started = time.perf_counter()
+        unit.predict([system])  # warm-up (the compile, for turbo)
+        ours[key] = (unit, system, time.perf_counter() - started)
+    unit, system, our_first = ours[key]
     oracle = OracleWorker(args.oracle_python, args.checkpoint, threads, pair, atoms)
     try:
-        if key not in ours:
-            unit, system = our_unit(args.checkpoint, settings, atoms)
-            started = time.perf_counter()
-            unit.predict([system])  # warm-up (the compile, for turbo)
-            ours[key] = (unit, system, time.perf_counter() - started)
-        unit, system, our_first = ours[key]
         oracle_times, our_times = [], []
         for _ in range(args.calls):
             oracle_times.append(oracle.timed_call())
             start = time.perf_counter()
             prediction = unit.predict([system])[0]
             our_times.append(time.perf_counter() - start)
+            rates.append(gemm_rate(threads, repeats=2))
         reference = oracle.finish()
     finally:
         oracle.close()
@@ -333,18 +347,20 @@ def main() -> None:
 
     results, floors, ours = [], {}, {}
     for threads in args.threads:
-        rate = gemm_rate(threads)
         for system_name in args.systems:
-            torch.set_num_threads(threads)
-            flops, products = record_matmuls(args.checkpoint, make_system(system_name))
-            floors[system_name, threads] = {
-                "gemm_flop_per_s": rate, "matmul_flops": flops, "floor_s": flops / rate,
-                "products_alone_s": matmul_replay_s(products, threads)}
+            rates = [gemm_rate(threads)]
             for pair in args.pairs:
-                results.append(run_pair(pair, system_name, threads, ours, args))
+                results.append(run_pair(pair, system_name, threads, ours, rates, args))
                 print(json.dumps({k: v for k, v in results[-1].items() if k != "profile"}),
                       flush=True)
-        ours.clear()
+            ours.clear()
+            flops, products = record_matmuls(args.checkpoint, make_system(system_name))
+            products_alone_s = matmul_replay_s(products, threads)
+            rate = statistics.median(rates)
+            floors[system_name, threads] = {
+                "gemm_flop_per_s": rate, "gemm_flop_per_s_range": [min(rates), max(rates)],
+                "matmul_flops": flops, "floor_s": flops / rate,
+                "products_alone_s": products_alone_s}
     print(f"\n{args.checkpoint.name} (UMA-S-{args.version} format), float32, "
           f"{args.calls} timed calls per side and pair after 1 warm-up\n")
     print("| system | threads | umadrive mode | fairchem-core 2.24 | fairchem median s/call | "
@@ -361,9 +377,11 @@ def main() -> None:
               f"{r['ours_median_s'] / floor:.2f} | "
               f"{r['oracle_first_call_s']:.1f} / {r['ours_first_call_s']:.1f} |")
     for (system_name, threads), floor in floors.items():
+        low, high = floor["gemm_flop_per_s_range"]
         print(f"| {system_name} | {threads} | GEMM floor | "
               f"{floor['matmul_flops'] / 1e9:.1f} GFLOP at {floor['gemm_flop_per_s'] / 1e9:.1f} "
-              f"GFLOP/s | | {floor['floor_s']:.3f} | | 1.00 | |")
+              f"GFLOP/s (median; {low / 1e9:.0f}–{high / 1e9:.0f}) | | {floor['floor_s']:.3f} "
+              f"| | 1.00 | |")
     print("\n| system | threads | the call's products alone s (GFLOP/s) | umadrive mode "
           "(pair) | umadrive median s/call | umadrive / products alone |")
     print("|---|---:|---:|---|---:|---:|")

@@ -70,17 +70,10 @@ STRESS_DATASETS_1P2 = ("omat", "omc")  # the others get autograd stress at load 
 BACKBONE = "fairchem.core.models.uma.escn_moe.eSCNMDMoeBackbone"
 
 
-def model_config(*, channels: int, lmax: int, mmax: int, layers: int, experts: int,
-                 basis: int, cutoff: float, max_neighbors: int, version: float | None = None,
-                 model_id: str | None = None, mapping: dict | None = None,
-                 charge_channels: list | None = None, spin_channels: list | None = None) -> dict:
-    if model_id is not None:
-        return model_config_1p2(channels=channels, lmax=lmax, mmax=mmax, layers=layers,
-                                experts=experts, basis=basis, cutoff=cutoff,
-                                max_neighbors=max_neighbors, model_id=model_id,
-                                mapping=mapping, charge_channels=charge_channels,
-                                spin_channels=spin_channels)
-    backbone = dict(
+def backbone_config(*, channels: int, lmax: int, mmax: int, layers: int, experts: int,
+                    basis: int, cutoff: float, max_neighbors: int) -> dict:
+    """The backbone keys that every UMA release shares."""
+    return dict(
         model=BACKBONE, moe_dropout=0.0, num_experts=experts,
         use_composition_embedding=True, max_num_elements=100,
         sphere_channels=channels, lmax=lmax, mmax=mmax, otf_graph=True,
@@ -89,8 +82,20 @@ def model_config(*, channels: int, lmax: int, mmax: int, layers: int, experts: i
         regress_forces=True, regress_stress=True, direct_forces=False,
         num_layers=layers, hidden_channels=channels, norm_type="rms_norm_sh",
         act_type="gate", ff_type="spectral", chg_spin_emb_type="rand_emb",
-        cs_emb_grad=True, dataset_list=list(DATASETS),
+        cs_emb_grad=True,
     )
+
+
+def model_config(*, version: float | None = None, model_id: str | None = None,
+                 mapping: dict | None = None, charge_channels: list | None = None,
+                 spin_channels: list | None = None, **sizes) -> dict:
+    """A UMA 1.0/1.1 config (``version``), or a 1.2-style one (``model_id``);
+    ``sizes``: the keyword arguments of :func:`backbone_config`."""
+    if model_id is not None:
+        return model_config_1p2(model_id=model_id, mapping=mapping,
+                                charge_channels=charge_channels,
+                                spin_channels=spin_channels, **sizes)
+    backbone = {**backbone_config(**sizes), "dataset_list": list(DATASETS)}
     if version is not None:
         backbone["model_version"] = version
     return dict(
@@ -106,24 +111,12 @@ def model_config(*, channels: int, lmax: int, mmax: int, layers: int, experts: i
     )
 
 
-def model_config_1p2(*, channels: int, lmax: int, mmax: int, layers: int, experts: int,
-                     basis: int, cutoff: float, max_neighbors: int, model_id: str,
-                     mapping: dict, charge_channels: list | None,
-                     spin_channels: list | None) -> dict:
+def model_config_1p2(*, model_id: str, mapping: dict, charge_channels: list | None,
+                     spin_channels: list | None, **sizes) -> dict:
     """A UMA 1.2-style config, with the leftover training keys the surgery keeps."""
-    backbone = dict(
-        model=BACKBONE, moe_dropout=0.0, num_experts=experts,
-        use_composition_embedding=True, max_num_elements=100,
-        sphere_channels=channels, lmax=lmax, mmax=mmax, otf_graph=True,
-        max_neighbors=max_neighbors, cutoff=cutoff, edge_channels=channels,
-        distance_function="gaussian", num_distance_basis=basis,
-        regress_forces=True, regress_stress=True, direct_forces=False,
-        num_layers=layers, hidden_channels=channels, norm_type="rms_norm_sh",
-        act_type="gate", ff_type="spectral", chg_spin_emb_type="rand_emb",
-        cs_emb_grad=True, dataset_mapping=dict(mapping), use_pbc=True,
-        moe_layer_type="pytorch",
-        charge_balanced_channels=charge_channels, spin_balanced_channels=spin_channels,
-    )
+    backbone = {**backbone_config(**sizes), "dataset_mapping": dict(mapping), "use_pbc": True,
+                "moe_layer_type": "pytorch", "charge_balanced_channels": charge_channels,
+                "spin_balanced_channels": spin_channels}
     return dict(
         _target_="fairchem.core.models.base.HydraModel",
         backbone=backbone,

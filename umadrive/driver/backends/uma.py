@@ -71,7 +71,6 @@ class UmaBackend:
         self.name = name
         # how to load the same unit again (the compile helper process); None: unknown
         self._model, self._mode = model, mode
-        self._template_atoms = template.copy()
         self._helper: subprocess.Popen | None = None  # the compile helper process
         self.unit = unit
         self._numbers = template.numbers.copy()
@@ -147,7 +146,9 @@ class UmaBackend:
         warm-up then compiles in this process."""
         with tempfile.TemporaryDirectory(prefix="umadrive-compile-") as folder:
             structure = Path(folder) / "template.extxyz"
-            ase.io.write(structure, self._template_atoms)
+            ase.io.write(structure, ase.Atoms(numbers=self._numbers,
+                                              positions=self._template.positions,
+                                              cell=self._template.cell, pbc=self._template.pbc))
             command = [sys.executable, "-m", "umadrive", "compile", "--model", self._model,
                        "--structure", str(structure), "--task", self._task,
                        "--charge", str(self._charge), "--spin", str(self._spin),
