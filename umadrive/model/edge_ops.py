@@ -23,9 +23,8 @@ gathers hands each gather's backward a strided half of the gradient, which
 contiguous copy, on UMA-S's edge features); and inductor turns every sum onto
 atoms into an atomic-add loop over all edge features. Here each half is copied
 once and whole rows are added. Under ``torch.compile`` the sum is the operator
-``torch.ops.umadrive.sum_onto_atoms``, which inductor calls as it is (and
-writes the contiguous halves of its input in the loop that produces them),
-while the gather is left to inductor, which reads the atoms' rows straight
+``torch.ops.umadrive.sum_onto_atoms``, which inductor calls as it is, while
+the gather is left to inductor, which reads the atoms' rows straight
 into the loop of the rotation that follows; outside it, plain autograd
 functions of the same code (a custom operator's first call imports torch's
 compiler, seconds that a first answer must not wait for).
