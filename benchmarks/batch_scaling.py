@@ -10,8 +10,13 @@ time (the code before ``ExpertRouting.grouped``), alternating with the current
 path. The process keeps freed memory for reuse as ``umadrive serve`` does
 (:func:`umadrive.process_memory.keep_freed_memory`); ``--plain-malloc`` leaves
 glibc's malloc as it comes (the large blocks of a batch are then returned to the
-kernel after every call and faulted in again at the next). Prints a markdown
-table and writes benchmarks/out/batch_scaling.json.
+kernel after every call and faulted in again at the next). Each mode's unit is
+built from a trimmed heap (what an earlier mode freed does not count against its
+memory budget). A batch whose activations exceed the memory budget runs in
+groups of whole systems (:func:`umadrive.model.activation_memory.system_groups`);
+the table gives, per mode, the calls (untimed ones included) that were split and
+the evaluations recomputed in chunks. Prints a markdown table and writes
+benchmarks/out/batch_scaling.json.
 
     python benchmarks/batch_scaling.py [--modes default,turbo] [--sizes 1,4,16,32]
         [--rounds 3] [--threads 2] [--compare-routing] [--plain-malloc]
@@ -29,7 +34,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import ROOT, cu3au, perturbed, write_results  # noqa: E402
+from benchmarks.common import (ROOT, cu3au, perturbed, return_free_memory,  # noqa: E402
+                               write_results)
 from umadrive.model import mole  # noqa: E402
 from umadrive.model.predictor import System, get_predict_unit  # noqa: E402
 from umadrive.model.settings import InferenceSettings  # noqa: E402
@@ -62,9 +68,13 @@ def main() -> None:
     results, table = {}, [
         f"108-atom Cu3Au, {args.checkpoint.name}, {args.threads} threads, median of "
         f"{args.rounds} rounds (ms per structure)", "",
-        "| mode | routing | malloc | " + " | ".join(f"{n} per call" for n in sizes) + " |",
-        "|---|---|---|" + "---:|" * len(sizes)]
+        "| mode | routing | malloc | " + " | ".join(f"{n} per call" for n in sizes)
+        + " | split calls | chunked evaluations |",
+        "|---|---|---|" + "---:|" * (len(sizes) + 2)]
+    unit = None
     for mode in args.modes.split(","):
+        del unit
+        return_free_memory()
         unit = get_predict_unit(str(args.checkpoint), "cpu", InferenceSettings.preset(mode))
         task = unit.datasets[0]
         def systems(count: int, seed: int) -> list[System]:
@@ -72,6 +82,8 @@ def main() -> None:
                     for s in perturbed(template, count, seed)]
         unit.predict(systems(2, 0))  # merges / compiles, warms the allocator
         times = {(variant, n): [] for variant in variants for n in sizes}
+        split_before = unit.stats.split_calls
+        chunked_before = unit.stats.checkpointed_calls
         for round_ in range(args.rounds):
             for n in sizes:
                 for variant in variants:
@@ -83,13 +95,18 @@ def main() -> None:
                     unit.predict(batch)
                     times[variant, n].append((time.perf_counter() - start) / n)
         mole.ExpertRouting.grouped = GROUPED
+        # untimed calls included: they have the sizes of the timed ones
+        split = unit.stats.split_calls - split_before
+        chunked = unit.stats.checkpointed_calls - chunked_before
         for variant in variants:
             medians = [statistics.median(times[variant, n]) for n in sizes]
             results[f"{mode}/{variant}/{malloc}"] = {
                 "ms_per_structure": dict(zip(sizes, (1e3 * m for m in medians))),
-                "all_s": {n: times[variant, n] for n in sizes}}
+                "all_s": {n: times[variant, n] for n in sizes},
+                "split_calls": split, "chunked_evaluations": chunked}
             table.append(f"| {mode} | {variant} | {malloc} | "
-                         + " | ".join(f"{1e3 * m:.0f}" for m in medians) + " |")
+                         + " | ".join(f"{1e3 * m:.0f}" for m in medians)
+                         + f" | {split} | {chunked} |")
     write_results("batch_scaling", table, {"atoms": len(template), "threads": args.threads,
                                            "rounds": args.rounds, "model": args.checkpoint.name,
                                            "results": results})

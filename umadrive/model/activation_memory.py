@@ -16,16 +16,27 @@ recomputed in the backward pass (about one more forward pass of the edge work).
 The budget is ``memory_budget`` bytes if given, else half the memory free when the
 unit is built (:func:`default_budget`).
 
+A batch of several systems (path-integral beads, a screening batch) whose
+activations exceed the budget is first split into groups of whole systems that
+fit (:func:`system_groups`), evaluated one after another: the systems are
+independent, so nothing is recomputed and a batch costs per system what a
+smaller one does. Only a single system that does not fit on its own is chunked.
+
 Without activation checkpointing (turbo) nothing is recomputed, with one
 exception: a step whose estimated activations exceed all the memory free when the
 unit was built (:func:`free_memory`) would be killed by the out-of-memory killer
-(or fail on a GPU), so it runs in chunks as above, with that memory as the budget,
-uncompiled, and with a warning. Slower, but the run goes on.
+(or fail on a GPU). A batch of several systems is split into groups that fit that
+memory, as above, and stays compiled; a single system that does not fit runs in
+chunks as above, with that memory as the budget, uncompiled, and with a warning.
+Slower, but the run goes on.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -69,6 +80,50 @@ def checkpoint_chunk(edges: int, per_edge: int, budget: int) -> int | None:
     if edges * per_edge <= budget:
         return None
     return max(MIN_CHUNK_EDGES, budget // per_edge)
+
+
+def system_groups(edges: Sequence[int], max_edges: int) -> list[range]:
+    """Consecutive groups of the systems with ``edges[b]`` edges each: as few as
+    keep every group within ``max_edges`` edges, cut where the running total of
+    edges comes nearest to equal shares when such groups fit (32 equal beads, 5
+    fitting at a time: 7 groups of 4 or 5), else filled in order. A system with
+    more than ``max_edges`` edges forms a group of its own (to be chunked)."""
+    if max_edges < 1:
+        raise ValueError(f"max_edges must be at least 1, got {max_edges}")
+    filled = _filled_groups(edges, max_edges)
+    shared = _shared_groups(edges, len(filled))
+    if all(len(group) == 1 or sum(edges[b] for b in group) <= max_edges for group in shared):
+        return shared
+    return filled
+
+
+def _filled_groups(edges: Sequence[int], limit: int) -> list[range]:
+    """Each group as many systems as fit ``limit`` edges, in order."""
+    groups, start, total = [], 0, 0
+    for index, count in enumerate(edges):
+        if index > start and total + count > limit:
+            groups.append(range(start, index))
+            start, total = index, 0
+        total += count
+    groups.append(range(start, len(edges)))
+    return groups
+
+
+def _shared_groups(edges: Sequence[int], count: int) -> list[range]:
+    """``count`` non-empty groups cut where the running total of edges is nearest
+    to 1/count, 2/count, ... of all edges."""
+    running = list(itertools.accumulate(edges))
+    cuts = [0]
+    for share in range(1, count):
+        target = share * running[-1] / count
+        # the first cut at or past the target, or the one before it if nearer
+        cut = bisect.bisect_left(running, target) + 1
+        if cut > 1 and target - running[cut - 2] < running[cut - 1] - target:
+            cut -= 1
+        # every group keeps at least one system
+        cuts.append(min(max(cut, cuts[-1] + 1), len(edges) - (count - share)))
+    cuts.append(len(edges))
+    return [range(low, high) for low, high in zip(cuts[:-1], cuts[1:])]
 
 
 def default_budget(device: torch.device) -> int:

@@ -64,6 +64,17 @@ class RadiusGraph:
     cell_offsets: torch.Tensor
     neighbors: torch.Tensor
 
+    def systems(self, batch: torch.Tensor, group: range) -> "RadiusGraph":
+        """The edges of the consecutive systems ``group`` of the batch whose atoms
+        belong to the systems ``batch`` (N,), as the graph of those systems alone
+        (atom indices counted from the group's first atom)."""
+        system = batch[self.edge_index[1]]
+        keep = (system >= group.start) & (system < group.stop)
+        first = int(torch.searchsorted(batch, torch.tensor(group.start, device=batch.device)))
+        return RadiusGraph(edge_index=self.edge_index[:, keep] - first,
+                           cell_offsets=self.cell_offsets[keep],
+                           neighbors=self.neighbors[group.start:group.stop])
+
 
 def radius_graph(
     positions: torch.Tensor,

@@ -140,10 +140,13 @@ class PredictStats:
     before it. wigner_captures: CUDA-graph captures of the Wigner matrices
     (wigner_cuda on CUDA).
     uncompiled_calls: calls answered without compile while a background
-    warm-up compiled (compile only). checkpointed_calls: calls whose edge
-    activations exceeded the memory budget and were recomputed in chunks (with
-    activation_checkpointing; without it, calls that would not fit in the free
-    memory at all, see :mod:`umadrive.model.activation_memory`).
+    warm-up compiled (compile only). split_calls: calls whose batch of systems
+    exceeded the memory budget and was evaluated in groups of whole systems
+    (nothing recomputed). checkpointed_calls: evaluations (a call, or one group
+    of a split call) whose edge activations exceeded the memory budget and were
+    recomputed in chunks (with activation_checkpointing; without it, those that
+    would not fit in the free memory at all); see
+    :mod:`umadrive.model.activation_memory` for both.
     """
 
     calls: int = 0
@@ -154,6 +157,7 @@ class PredictStats:
     wigner_captures: int = 0
     uncompiled_calls: int = 0
     checkpointed_calls: int = 0
+    split_calls: int = 0
 
 
 class PredictUnit:
@@ -216,6 +220,8 @@ class PredictUnit:
         self._bytes_per_edge = activation_memory.bytes_per_edge(model.backbone.config,
                                                                 settings.base_precision_dtype)
         self._chunk: int | None = None
+        self._last_split: tuple[int, int] | None = None  # (systems, groups) last logged
+        self._guard_warned: int | None = None  # the chunk last warned about (no checkpointing)
         if settings.external_graph_gen:
             self.graph_generator = graph_generator or vesin_graph
         else:
@@ -351,8 +357,31 @@ class PredictUnit:
                 "set external_graph_gen=True to supply graphs")
         else:
             _check_graph(graph, atoms)
-        guarded = self._plan_checkpointing(graph)
         merged = self._merge_for(systems, atoms)
+        groups = self._system_groups(atoms, graph)
+        if len(groups) == 1:
+            parts = [self._evaluate(atoms, graph, merged)]
+        else:
+            self._note_split(atoms, graph, groups)
+            parts = [self._evaluate(atoms.systems(group), graph.systems(atoms.batch, group),
+                                    merged) for group in groups]
+        energy, forces, stress = (np.concatenate(values) for values in zip(*parts))
+        self._count(len(systems), time.perf_counter() - started)
+        starts = np.cumsum([0] + [len(system.numbers) for system in systems])
+        predictions = []
+        for index in range(len(systems)):
+            system_stress = stress[index]
+            predictions.append(Prediction(
+                energy=float(energy[index]),
+                forces=forces[starts[index]:starts[index + 1]],
+                stress=None if np.isnan(system_stress).all() else system_stress))
+        return predictions
+
+    def _evaluate(self, atoms: AtomsBatch, graph: RadiusGraph,
+                  merged: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Energies (B,), forces (N, 3) and stresses (B, 3, 3) of one batch that is
+        evaluated at once (chunked when it does not fit the memory), as float64."""
+        guarded = self._plan_checkpointing(graph)
         message_passing = None if guarded else self._message_passing()
         try:
             outputs = self._forward(atoms, graph, merged, message_passing)
@@ -365,19 +394,35 @@ class PredictUnit:
             self._compiled = message_passing = None
             outputs = self._forward(atoms, graph, merged, None)
         self._unverified = self._unverified and message_passing is None
-        energy = outputs.energy.cpu().numpy()
-        forces = outputs.forces.detach().cpu().double().numpy()
-        stress = outputs.stress.detach().cpu().double().numpy()
-        self._count(len(systems), time.perf_counter() - started)
-        starts = np.cumsum([0] + [len(system.numbers) for system in systems])
-        predictions = []
-        for index in range(len(systems)):
-            system_stress = stress[index]
-            predictions.append(Prediction(
-                energy=float(energy[index]),
-                forces=forces[starts[index]:starts[index + 1]],
-                stress=None if np.isnan(system_stress).all() else system_stress))
-        return predictions
+        return (outputs.energy.cpu().double().numpy(),
+                outputs.forces.detach().cpu().double().numpy(),
+                outputs.stress.detach().cpu().double().numpy())
+
+    def _system_groups(self, atoms: AtomsBatch, graph: RadiusGraph) -> list[range]:
+        """The batch's systems in groups whose activations fit the memory budget
+        (without checkpointing: the free memory), evaluated one after another;
+        one group when the whole batch fits or holds a single system."""
+        limit = self.memory_budget if self._memory_guard is None else self._memory_guard
+        max_edges = limit // self._bytes_per_edge
+        if atoms.num_systems < 2 or graph.edge_index.shape[1] <= max_edges:
+            return [range(atoms.num_systems)]
+        edges = torch.bincount(atoms.batch[graph.edge_index[1]], minlength=atoms.num_systems)
+        return activation_memory.system_groups(edges.tolist(), max(1, max_edges))
+
+    def _note_split(self, atoms: AtomsBatch, graph: RadiusGraph, groups: list[range]) -> None:
+        self.stats.split_calls += 1
+        shape = (atoms.num_systems, len(groups))
+        if shape == self._last_split:
+            return
+        self._last_split = shape
+        edges = int(graph.edge_index.shape[1])
+        limit = self.memory_budget if self._memory_guard is None else self._memory_guard
+        log.info("a batch of %d systems (%d edges) needs about %.1f GB of activations, more "
+                 "than the %.1f GB %s: evaluated as %d groups of whole systems (up to %d "
+                 "systems each), one after another, nothing recomputed",
+                 atoms.num_systems, edges, edges * self._bytes_per_edge / 1e9, limit / 1e9,
+                 "free when the model was loaded" if self._memory_guard is not None
+                 else "memory budget", len(groups), max(len(group) for group in groups))
 
     def _forward(self, atoms: AtomsBatch, graph: RadiusGraph, merged: bool,
                  message_passing: CompiledMessagePassing | None):
@@ -439,8 +484,11 @@ class PredictUnit:
             raise RuntimeError("this predict unit's warm-up was already started")
         atoms = self.batch(systems)
         graph = self.graph(atoms)
-        self._plan_checkpointing(graph)
         merged = self._merge_for(systems, atoms)
+        group = self._system_groups(atoms, graph)[0]
+        if len(group) < atoms.num_systems:  # compiled for the batches the calls will run
+            atoms, graph = atoms.systems(group), graph.systems(atoms.batch, group)
+        self._plan_checkpointing(graph)
 
         def predict_once(message_passing) -> None:
             run = RunOptions(merged=merged, message_passing=message_passing,
@@ -492,7 +540,8 @@ class PredictUnit:
             chunk = activation_memory.checkpoint_chunk(edges, self._bytes_per_edge,
                                                        self._memory_guard)
             guarded = chunk is not None
-            if guarded and chunk != self._chunk:
+            if guarded and chunk != self._guard_warned:
+                self._guard_warned = chunk
                 log.warning(
                     "a step of %d edges needs about %.1f GB of activations, more than the "
                     "%.1f GB free when the model was loaded: computed uncompiled in chunks of "

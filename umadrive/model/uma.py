@@ -51,6 +51,18 @@ class AtomsBatch:
     def num_systems(self) -> int:
         return int(self.cell.shape[0])
 
+    def systems(self, group: range) -> "AtomsBatch":
+        """The consecutive systems ``group`` as a batch of their own (views, not copies)."""
+        bounds = torch.tensor([group.start, group.stop], device=self.batch.device)
+        first, last = torch.searchsorted(self.batch, bounds).tolist()
+        return AtomsBatch(numbers=self.numbers[first:last], positions=self.positions[first:last],
+                          cell=self.cell[group.start:group.stop],
+                          pbc=self.pbc[group.start:group.stop],
+                          batch=self.batch[first:last] - group.start,
+                          charge=self.charge[group.start:group.stop],
+                          spin=self.spin[group.start:group.stop],
+                          datasets=self.datasets[group.start:group.stop])
+
 
 @dataclass(frozen=True)
 class RunOptions:
