@@ -213,11 +213,15 @@ _MATMULS = ("mm", "addmm", "bmm", "baddbmm")
 
 def record_matmuls(checkpoint: Path, atoms: Atoms) -> tuple[int, list[tuple]]:
     """The matrix products of one call (forward and backward), merged experts,
-    uncompiled (the same products turbo runs): their floating-point operations
-    (``torch.utils.flop_counter``) and each product as (operator, operands as
-    (shape, stride, dtype) or the value itself, keyword arguments)."""
+    uncompiled (the same products turbo runs; the per-edge rotations as
+    ``torch.bmm``, not the C loops of :mod:`umadrive.model.edge_products`): their
+    floating-point operations (``torch.utils.flop_counter``) and each product as
+    (operator, operands as (shape, stride, dtype) or the value itself, keyword
+    arguments)."""
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils.flop_counter import FlopCounterMode
+
+    from umadrive.model import edge_products
 
     recorded: list[tuple] = []
 
@@ -232,7 +236,8 @@ def record_matmuls(checkpoint: Path, atoms: Atoms) -> tuple[int, list[tuple]]:
     unit, system = our_unit(checkpoint, dict(activation_checkpointing=False, merge_mole=True),
                             atoms)
     unit.predict([system])
-    with FlopCounterMode(display=False) as counter, Record():
+    # the per-edge rotations as torch.bmm, so that they are counted and replayed too
+    with edge_products.disabled(), FlopCounterMode(display=False) as counter, Record():
         unit.predict([system])
     return counter.get_total_flops(), recorded
 

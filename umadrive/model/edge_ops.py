@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import torch
 
+from umadrive.model import edge_products
+
 __all__ = ["gather_pairs", "rotate_edges", "sum_onto_atoms"]
 
 
@@ -59,16 +61,22 @@ def rotate_edges(rotations: torch.Tensor, features: torch.Tensor) -> torch.Tenso
     """(E, A, C): ``rotations[e] @ features[e]`` for every edge e, rotations
     (E, A, B), features (E, B, C).
 
-    Eager, and compiled for other devices: one batched product. Compiled for a
-    CPU: the same sum written as a broadcast product reduced over B, which
-    inductor turns into one loop over the features that also takes in the
-    gathers, copies and element-wise products around it; the batched product
-    of so many small matrices runs far below the CPU's matrix-product rate (a
-    matrix-library call per edge). Not in eager: there the broadcast would
-    allocate (E, A, B, C).
+    The batched product of so many small matrices runs far below a CPU's
+    matrix-product rate (a matrix-library call per edge). So on a CPU: compiled,
+    the sum is written as a broadcast product reduced over B, which inductor
+    turns into one loop over the features that also takes in the gathers,
+    copies and element-wise products around it; eager, the C loops of
+    :mod:`umadrive.model.edge_products` (where they could be built; the
+    broadcast would allocate (E, A, B, C) there), whose backward passes are
+    again such products. Elsewhere, and without a C compiler: ``torch.bmm``.
     """
-    if torch.compiler.is_compiling() and features.device.type == "cpu":
-        return (rotations[:, :, :, None] * features[:, None, :, :]).sum(dim=2)
+    if features.device.type == "cpu":
+        if torch.compiler.is_compiling():
+            return (rotations[:, :, :, None] * features[:, None, :, :]).sum(dim=2)
+        if (rotations.device.type == "cpu" and rotations.dtype == features.dtype
+                and features.dtype in (torch.float32, torch.float64)
+                and edge_products.available()):
+            return _RotateEdges.apply(rotations, features)
     return torch.bmm(rotations, features)
 
 
@@ -89,6 +97,39 @@ class _GatherPairs(torch.autograd.Function):
         onto_sources = sum_onto_atoms(grad[..., :channels].contiguous(), source, ctx.num_atoms)
         onto_centres = sum_onto_atoms(grad[..., channels:].contiguous(), centre, ctx.num_atoms)
         return onto_sources + onto_centres, None, None
+
+
+class _RotateEdges(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, rotations, features):
+        ctx.save_for_backward(rotations, features)
+        return edge_products.apply(rotations, features)
+
+    @staticmethod
+    def backward(ctx, grad):
+        rotations, features = ctx.saved_tensors
+        grad_rotations = grad_features = None
+        if ctx.needs_input_grad[0]:
+            grad_rotations = _EdgeOuter.apply(grad, features)
+        if ctx.needs_input_grad[1]:
+            grad_features = rotate_edges(rotations.transpose(1, 2), grad)
+        return grad_rotations, grad_features
+
+
+class _EdgeOuter(torch.autograd.Function):
+    """(E, A, B): ``g[e] @ x[e]^T``, g (E, A, C), x (E, B, C)."""
+
+    @staticmethod
+    def forward(ctx, g, x):
+        ctx.save_for_backward(g, x)
+        return edge_products.outer(g, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        g, x = ctx.saved_tensors
+        grad_g = rotate_edges(grad, x) if ctx.needs_input_grad[0] else None
+        grad_x = rotate_edges(grad.transpose(1, 2), g) if ctx.needs_input_grad[1] else None
+        return grad_g, grad_x
 
 
 class _SumOntoAtoms(torch.autograd.Function):
