@@ -23,6 +23,13 @@ def test_cli_info_prints_versions_and_model_search_paths(tmp_path):
     assert f"{tmp_path / 'models'}/  (UMADRIVE_CACHE)" in out
     assert "umadrive" in out and "numpy" in out
     assert "names are looked for in, in order" in out and "UMADRIVE_CACHE" in out
+    from umadrive.model import edge_products
+
+    kernels = next(line for line in out.splitlines() if line.startswith("kernels"))
+    # built into the cache it was given where this process could build them too
+    expected = (str(tmp_path / "models" / "kernels") if edge_products.available()
+                else "torch.bmm")
+    assert expected in kernels, kernels
 
 
 def test_cli_version_and_pes_path():

@@ -79,6 +79,7 @@ def test_without_a_compiler_rotate_edges_falls_back_to_bmm(monkeypatch, tmp_path
     with caplog.at_level(logging.INFO, logger="umadrive.model.edge_products"):
         assert not edge_products.available()
     assert "no C compiler" in caplog.text and "torch.bmm" in caplog.text
+    assert edge_products.describe().startswith("no C compiler")
     m, x = random((5, 3, 3), torch.float64, 7), random((5, 3, 2), torch.float64, 8)
     assert torch.equal(rotate_edges(m, x), torch.bmm(m, x))
 
@@ -94,6 +95,7 @@ def test_a_compiler_that_fails_is_reported_and_bmm_used(monkeypatch, tmp_path, c
     with caplog.at_level(logging.WARNING, logger="umadrive.model.edge_products"):
         assert not edge_products.available()
     assert "exited with 3: broken" in caplog.text
+    assert edge_products.describe().startswith("could not be built")
     assert list((tmp_path / "kernels").iterdir()) == []  # no half-written library left
 
 
@@ -103,7 +105,25 @@ def test_the_library_is_compiled_once_into_the_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("UMADRIVE_CACHE", str(tmp_path))
     assert edge_products.available()
     (built,) = (tmp_path / "kernels").iterdir()
+    assert edge_products.describe().endswith(str(built))
     assert built.name.startswith("edge_products-") and built.suffix == ".so"
     stamp = built.stat().st_mtime_ns
     monkeypatch.setattr(edge_products, "_tried", False)
     assert edge_products.available() and built.stat().st_mtime_ns == stamp
+
+
+def test_loading_a_model_for_a_cpu_builds_the_kernels_meanwhile(monkeypatch, tmp_path):
+    from umadrive.model import get_predict_unit
+    from tests.model.helpers import checkpoint_path
+
+    monkeypatch.setattr(edge_products, "_tried", False)
+    monkeypatch.setattr(edge_products, "_library", None)
+    monkeypatch.setenv("UMADRIVE_CACHE", str(tmp_path))
+    started = []
+    monkeypatch.setattr(edge_products, "prepare",
+                        lambda prepare=edge_products.prepare: started.append(prepare()))
+    get_predict_unit(checkpoint_path("s1p1"))
+    (thread,) = started
+    thread.join()
+    assert edge_products._tried and (tmp_path / "kernels").is_dir()
+    assert edge_products.prepare() is None  # nothing left to do

@@ -1,6 +1,8 @@
 """``umadrive info``: versions of umadrive and the libraries it runs on, the
-devices torch sees, where model names are looked for, and the path of the i-PI
-PES module (``--pes-path`` prints that path alone, for ``i-pi-py_driver -P``)."""
+devices torch sees, the C kernels of the uncompiled CPU path
+(:mod:`umadrive.model.edge_products`, built here if not yet), where model names
+are looked for, and the path of the i-PI PES module (``--pes-path`` prints that
+path alone, for ``i-pi-py_driver -P``)."""
 
 from __future__ import annotations
 
@@ -43,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
         print(f"devices  cpu ({torch.get_num_threads()} threads), cuda: {cuda}")
+        from umadrive.model import edge_products
+
+        print(f"kernels  per-edge products on the CPU: {edge_products.describe()}")
         _model_search_paths()
     print(f"i-PI PES {pes_path()}")
     print("         i-pi-py_driver -m custom -P THAT_PATH -o template=FILE,model=NAME")

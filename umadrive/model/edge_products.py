@@ -24,6 +24,8 @@ source, the flags, the compiler's version and the CPU's feature flags; written
 to a temporary file and renamed (atomic), so processes may share the folder. When
 there is no compiler, compiling fails, or ``UMADRIVE_NATIVE_KERNELS=0`` is set,
 :func:`available` is False (said once in the log) and callers use ``torch.bmm``.
+:func:`~umadrive.model.get_predict_unit` starts the build (:func:`prepare`) while
+it loads a model for a CPU, so that a first answer does not wait for it.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import torch
 
 from umadrive.model.names import umadrive_cache
 
-__all__ = ["apply", "available", "disabled", "outer"]
+__all__ = ["apply", "available", "describe", "disabled", "outer", "prepare"]
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +59,32 @@ _SUFFIXES = {torch.float32: "f32", torch.float64: "f64"}
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
 _tried = False
+_state = "not loaded yet"
 _disabled = 0  # nesting depth of disabled()
 
 
 def available() -> bool:
     """Whether the compiled kernels can be used (compiling them on the first call)."""
     return not _disabled and _load() is not None
+
+
+def prepare() -> threading.Thread | None:
+    """Builds (or loads) the kernels in a thread of their own, so that what the
+    caller does meanwhile (loading a model) hides the compile; a first product
+    that comes sooner waits for it. Returns the thread, or None when there is
+    nothing left to do."""
+    if _tried:
+        return None
+    thread = threading.Thread(target=_load, name="umadrive-edge-products")
+    thread.start()
+    return thread
+
+
+def describe() -> str:
+    """One line on the kernels (building them if not yet tried): where the library
+    is, or why ``torch.bmm`` is used instead."""
+    _load()
+    return _state
 
 
 @contextlib.contextmanager
@@ -102,32 +124,35 @@ def _run(kind: str, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor,
 
 
 def _load() -> ctypes.CDLL | None:
-    global _library, _tried
+    global _library, _state, _tried
     if _tried:
         return _library
     with _lock:
         if not _tried:
-            _library = _compiled_library()
+            _library, _state = _compiled_library()
             _tried = True
     return _library
 
 
-def _compiled_library() -> ctypes.CDLL | None:
+def _compiled_library() -> tuple[ctypes.CDLL | None, str]:
+    """The loaded library, or None; and what became of it, in words."""
     if os.environ.get(SWITCH, "1") == "0":
-        log.info("%s=0: per-edge products by torch.bmm", SWITCH)
-        return None
+        state = f"off ({SWITCH}=0): torch.bmm"
+        log.info("per-edge products %s", state)
+        return None, state
     compiler = os.environ.get("CC") or "cc"
     if shutil.which(compiler) is None:
-        log.info("no C compiler (%r) for the per-edge product kernels: using torch.bmm "
-                 "(slower on a CPU); install one (e.g. gcc) or set CC", compiler)
-        return None
+        state = (f"no C compiler ({compiler!r}): torch.bmm, slower on a CPU; install one "
+                 "(e.g. gcc) or set CC")
+        log.info("per-edge product kernels: %s", state)
+        return None, state
     try:
         path = _build(compiler)
         library = ctypes.CDLL(str(path))
     except (OSError, subprocess.SubprocessError) as error:
-        log.warning("the per-edge product kernels could not be built (%s): using torch.bmm "
-                    "(slower on a CPU)", error)
-        return None
+        state = f"could not be built ({error}): torch.bmm, slower on a CPU"
+        log.warning("the per-edge product kernels %s", state)
+        return None, state
     pointer, size = ctypes.c_void_p, ctypes.c_long
     for kind in ("apply", "outer"):
         for suffix in _SUFFIXES.values():
@@ -135,7 +160,7 @@ def _compiled_library() -> ctypes.CDLL | None:
             function.argtypes = (pointer, pointer, pointer, size, size, size, size,
                                  ctypes.c_int)
             function.restype = None
-    return library
+    return library, f"built with {compiler}: {path}"
 
 
 def _build(compiler: str) -> Path:

@@ -16,8 +16,9 @@ per :class:`System`. The unit applies every :class:`InferenceSettings` field:
   uncompiled meanwhile, and with kernels cached across processes). The first
   call's time is reported as ``stats.warmup_s``.
 * ``activation_checkpointing``: when a step's edge activations would not fit in
-  the unit's memory budget, edge chunks that do are recomputed in the backward
-  pass; steps that fit run without recomputation
+  the unit's memory budget, a batch of several systems runs in groups of whole
+  systems that fit, and a single system too big on its own in edge chunks that
+  are recomputed in the backward pass; steps that fit run without recomputation
   (:mod:`umadrive.model.activation_memory` has the rule and the estimate).
 * ``tf32``, ``wigner_cuda``: on CUDA only; elsewhere accepted and reported
   inactive (``active_settings()``).
@@ -40,7 +41,7 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
-from umadrive.model import activation_memory
+from umadrive.model import activation_memory, edge_products
 from umadrive.model.checkpoint import load_checkpoint
 from umadrive.model.compile_cache import KernelCache, KernelKey
 from umadrive.model.compiling import CompiledMessagePassing, Progress, WarmUp
@@ -398,12 +399,17 @@ class PredictUnit:
                 outputs.forces.detach().cpu().double().numpy(),
                 outputs.stress.detach().cpu().double().numpy())
 
+    @property
+    def _memory_limit(self) -> int:
+        """Bytes a step's edge activations may take: the memory budget, or without
+        activation checkpointing all the memory free when the unit was built."""
+        return self.memory_budget if self._memory_guard is None else self._memory_guard
+
     def _system_groups(self, atoms: AtomsBatch, graph: RadiusGraph) -> list[range]:
         """The batch's systems in groups whose activations fit the memory budget
         (without checkpointing: the free memory), evaluated one after another;
         one group when the whole batch fits or holds a single system."""
-        limit = self.memory_budget if self._memory_guard is None else self._memory_guard
-        max_edges = limit // self._bytes_per_edge
+        max_edges = self._memory_limit // self._bytes_per_edge
         if atoms.num_systems < 2 or graph.edge_index.shape[1] <= max_edges:
             return [range(atoms.num_systems)]
         edges = torch.bincount(atoms.batch[graph.edge_index[1]], minlength=atoms.num_systems)
@@ -416,11 +422,11 @@ class PredictUnit:
             return
         self._last_split = shape
         edges = int(graph.edge_index.shape[1])
-        limit = self.memory_budget if self._memory_guard is None else self._memory_guard
         log.info("a batch of %d systems (%d edges) needs about %.1f GB of activations, more "
                  "than the %.1f GB %s: evaluated as %d groups of whole systems (up to %d "
                  "systems each), one after another, nothing recomputed",
-                 atoms.num_systems, edges, edges * self._bytes_per_edge / 1e9, limit / 1e9,
+                 atoms.num_systems, edges, edges * self._bytes_per_edge / 1e9,
+                 self._memory_limit / 1e9,
                  "free when the model was loaded" if self._memory_guard is not None
                  else "memory budget", len(groups), max(len(group) for group in groups))
 
@@ -657,6 +663,8 @@ def get_predict_unit(model: str | os.PathLike, device: str | torch.device = "cpu
     """
     settings = resolve_settings(inference_settings)
     device = check_device(device)
+    if device.type == "cpu":
+        edge_products.prepare()  # the C kernels, built while the checkpoint loads
     checkpoint = load_checkpoint(resolve_model(model))
     uma = UMA.from_checkpoint(checkpoint, dtype=settings.base_precision_dtype, device=device)
     return PredictUnit(uma, device=device, settings=settings, graph_generator=graph_generator,
