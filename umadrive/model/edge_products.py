@@ -15,7 +15,8 @@ The loops run on ``torch.get_num_threads()`` OpenMP threads. The library links
 ``libgomp.so.1``, which in a process that has imported torch (CPU builds for
 Linux) resolves to the copy torch loaded: the kernels then share torch's thread
 pool instead of competing with it for the cores (a separate pool of POSIX
-threads, tried first, ran no faster on two threads than on one).
+threads, tried first in an uncommitted trial, ran no faster on two threads
+than on one).
 
 The source is compiled on first use with the system's C compiler (``$CC``, else
 ``cc``) for this CPU (``-march=native``), into
